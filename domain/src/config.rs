@@ -1,0 +1,622 @@
+//! The configuration file: typed, validated, and saved atomically.
+//!
+//! `config.json` holds the keys of the original design (`exchanges`,
+//! `intervals`, `database_path`, `batch_interval`, `max_records`,
+//! `bootstrap_load`, `port`) plus `bind`, per-exchange `rest_url`/`ws_url`
+//! and the simulated exchange's `simulation` block. Every error names the key
+//! and the reason; a file that fails validation is never applied, and saves
+//! go through a temp file, fsync and rename, keeping the previous version as
+//! `<file>.bak`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ExchangeId, Interval, Symbol};
+
+/// Shortest accepted `batch_interval`: below this, SQLite commits would
+/// dominate the storage thread's time.
+pub const MIN_BATCH_INTERVAL_MS: u64 = 100;
+/// Longest accepted `batch_interval`: an hour of unsaved candles is already a
+/// lot to lose if the machine (not the process) dies.
+pub const MAX_BATCH_INTERVAL_MS: u64 = 3_600_000;
+/// Largest accepted `max_records` and `bootstrap_load`, per series: 10 years
+/// of one-minute candles.
+pub const MAX_RECORDS_LIMIT: u64 = 5_256_000;
+/// Highest simulated update rate per series; enough to flood any consumer.
+pub const MAX_SIMULATED_UPDATES_PER_SECOND: f64 = 100_000.0;
+
+/// The whole configuration, as read from `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Per-exchange settings, keyed by exchange id (`binance_futures`, …).
+    pub exchanges: BTreeMap<ExchangeId, ExchangeConfig>,
+    /// Candle intervals collected for every symbol of every enabled exchange.
+    #[serde(default = "default_intervals")]
+    pub intervals: Vec<Interval>,
+    /// SQLite file; a relative path is resolved against the config file's
+    /// directory (see [`Config::resolved_database_path`]).
+    #[serde(default = "default_database_path")]
+    pub database_path: PathBuf,
+    /// How often queued candle updates are written, in milliseconds.
+    #[serde(default = "default_batch_interval")]
+    pub batch_interval: u64,
+    /// Candles kept per series; the oldest beyond this are deleted.
+    #[serde(default = "default_max_records")]
+    pub max_records: u64,
+    /// Candles of history loaded per series when a series has none stored.
+    #[serde(default = "default_bootstrap_load")]
+    pub bootstrap_load: u64,
+    /// HTTP/WebSocket port; 0 picks a free port (printed at start-up).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Address the HTTP server binds to; loopback unless said otherwise.
+    #[serde(default = "default_bind")]
+    pub bind: IpAddr,
+}
+
+/// Settings of one exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeConfig {
+    /// Whether the collector runs a datasource for this exchange.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Normalised symbols (`BTCUSDT`) to collect.
+    #[serde(default)]
+    pub symbols: Vec<Symbol>,
+    /// REST base URL; the exchange's public endpoint when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest_url: Option<String>,
+    /// WebSocket base URL; the exchange's public endpoint when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
+    /// Behaviour of the simulated exchange; only valid on `simulated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<SimulationConfig>,
+}
+
+/// How the simulated exchange behaves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulationConfig {
+    /// Seed of the deterministic price paths: same seed, same candles.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Live updates of the open candle per series per second.
+    #[serde(default = "default_updates_per_second")]
+    pub updates_per_second: f64,
+    /// Faults to inject, for testing supervision and recovery.
+    #[serde(default)]
+    pub faults: FaultConfig,
+}
+
+impl Default for SimulationConfig {
+    fn default() -> Self {
+        SimulationConfig {
+            seed: default_seed(),
+            updates_per_second: default_updates_per_second(),
+            faults: FaultConfig::default(),
+        }
+    }
+}
+
+/// Faults the simulated exchange injects once per process, counted in live
+/// updates delivered since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Panic inside the datasource after this many live updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_after_updates: Option<u64>,
+    /// End the live stream (a disconnect) after this many updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_stream_after_updates: Option<u64>,
+    /// Keep the stream open but stop delivering after this many updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_after_updates: Option<u64>,
+    /// Block the datasource's thread for `block_ms` after this many updates,
+    /// so that it misses its heartbeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_after_updates: Option<u64>,
+    /// How long a `block_after_updates` fault blocks, in milliseconds.
+    #[serde(default = "default_block_ms")]
+    pub block_ms: u64,
+}
+
+fn default_intervals() -> Vec<Interval> {
+    vec![Interval::M1]
+}
+fn default_database_path() -> PathBuf {
+    PathBuf::from("./data/ohlcv.db")
+}
+fn default_batch_interval() -> u64 {
+    60_000
+}
+fn default_max_records() -> u64 {
+    100_000
+}
+fn default_bootstrap_load() -> u64 {
+    10_000
+}
+fn default_port() -> u16 {
+    3000
+}
+fn default_bind() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_updates_per_second() -> f64 {
+    1.0
+}
+fn default_block_ms() -> u64 {
+    15_000
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not JSON, or a key has the wrong type or an unknown name.
+    #[error("{key}: {reason}")]
+    Parse {
+        /// Path of the offending key (`exchanges.simulated.symbols[2]`), or
+        /// `.` for the document itself.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The values parse but break a rule.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Path of the offending key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration document.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] or [`ConfigError::Invalid`], naming the key.
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let mut reason = e.into_inner().to_string();
+            // serde_json appends " at line L column C"; keep it, it helps
+            // find the key in a hand-edited file.
+            if reason.is_empty() {
+                reason = "invalid value".into();
+            }
+            ConfigError::Parse { key, reason }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses and validates an already-decoded JSON value (an HTTP body).
+    ///
+    /// # Errors
+    /// As [`Config::from_json`].
+    pub fn from_value(value: serde_json::Value) -> Result<Config, ConfigError> {
+        Config::from_json(&value.to_string())
+    }
+
+    /// The document as pretty JSON, as it is saved.
+    pub fn to_json_pretty(&self) -> String {
+        // Serialising plain structs with string keys cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks every rule that the types alone do not enforce.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (id, exchange) in &self.exchanges {
+            exchange.validate(*id)?;
+        }
+        if self.intervals.is_empty() {
+            return Err(ConfigError::invalid(
+                "intervals",
+                "at least one interval is needed",
+            ));
+        }
+        for (i, interval) in self.intervals.iter().enumerate() {
+            if self.intervals[..i].contains(interval) {
+                return Err(ConfigError::invalid(
+                    format!("intervals[{i}]"),
+                    format!("{interval} is listed twice"),
+                ));
+            }
+        }
+        if self.database_path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("database_path", "must not be empty"));
+        }
+        if !(MIN_BATCH_INTERVAL_MS..=MAX_BATCH_INTERVAL_MS).contains(&self.batch_interval) {
+            return Err(ConfigError::invalid(
+                "batch_interval",
+                format!(
+                    "{} ms is out of range {MIN_BATCH_INTERVAL_MS}..={MAX_BATCH_INTERVAL_MS}",
+                    self.batch_interval
+                ),
+            ));
+        }
+        if !(1..=MAX_RECORDS_LIMIT).contains(&self.max_records) {
+            return Err(ConfigError::invalid(
+                "max_records",
+                format!(
+                    "{} is out of range 1..={MAX_RECORDS_LIMIT}",
+                    self.max_records
+                ),
+            ));
+        }
+        if self.bootstrap_load > self.max_records {
+            return Err(ConfigError::invalid(
+                "bootstrap_load",
+                format!(
+                    "{} exceeds max_records ({}): the history would be deleted as soon as it is loaded",
+                    self.bootstrap_load, self.max_records
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database path, with a relative path taken from `config_dir`.
+    pub fn resolved_database_path(&self, config_dir: &Path) -> PathBuf {
+        if self.database_path.is_absolute() {
+            self.database_path.clone()
+        } else {
+            config_dir.join(&self.database_path)
+        }
+    }
+
+    /// Exchanges with `enabled: true`, in id order.
+    pub fn enabled_exchanges(&self) -> impl Iterator<Item = (ExchangeId, &ExchangeConfig)> {
+        self.exchanges
+            .iter()
+            .filter(|(_, e)| e.enabled)
+            .map(|(id, e)| (*id, e))
+    }
+}
+
+impl ExchangeConfig {
+    fn validate(&self, id: ExchangeId) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("exchanges.{id}.{field}");
+        if self.enabled && !id.has_adapter() {
+            return Err(ConfigError::invalid(
+                key("enabled"),
+                format!("the {id} adapter is not available in this version; only simulated can be enabled"),
+            ));
+        }
+        for (i, symbol) in self.symbols.iter().enumerate() {
+            if self.symbols[..i].contains(symbol) {
+                return Err(ConfigError::invalid(
+                    format!("exchanges.{id}.symbols[{i}]"),
+                    format!("{symbol} is listed twice"),
+                ));
+            }
+        }
+        for (field, url, schemes) in [
+            ("rest_url", &self.rest_url, ["http://", "https://"]),
+            ("ws_url", &self.ws_url, ["ws://", "wss://"]),
+        ] {
+            if let Some(url) = url {
+                let host_part = schemes.iter().find_map(|s| url.strip_prefix(s));
+                if host_part.is_none_or(|rest| rest.is_empty() || rest.starts_with('/')) {
+                    return Err(ConfigError::invalid(
+                        key(field),
+                        format!("{url:?} is not a {} URL with a host", schemes.join(" or ")),
+                    ));
+                }
+            }
+        }
+        if let Some(sim) = &self.simulation {
+            if id != ExchangeId::Simulated {
+                return Err(ConfigError::invalid(
+                    key("simulation"),
+                    "only the simulated exchange takes a simulation block",
+                ));
+            }
+            let rate = sim.updates_per_second;
+            if !(rate.is_finite() && rate > 0.0 && rate <= MAX_SIMULATED_UPDATES_PER_SECOND) {
+                return Err(ConfigError::invalid(
+                    key("simulation.updates_per_second"),
+                    format!("{rate} is out of range (0, {MAX_SIMULATED_UPDATES_PER_SECOND}]"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads and writes the configuration file.
+///
+/// Saving writes `<file>.tmp`, fsyncs it, copies the current file to
+/// `<file>.bak`, renames the temp file over the original and fsyncs the
+/// directory, so a crash at any point leaves either the old or the new
+/// version in place, never a torn file.
+#[derive(Debug, Clone)]
+pub struct ConfigStore {
+    path: PathBuf,
+}
+
+impl ConfigStore {
+    /// A store for the file at `path` (which need not exist yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        ConfigStore { path: path.into() }
+    }
+
+    /// The file this store reads and writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory relative paths in the config are resolved against.
+    pub fn dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// Path of the backup of the previous version.
+    pub fn backup_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".bak")
+    }
+
+    /// Reads and validates the file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Io`] if unreadable, else as [`Config::from_json`].
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(&self.path).map_err(|source| ConfigError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        Config::from_json(&text)
+    }
+
+    /// Validates `config` and writes it atomically, keeping the previous
+    /// file as the backup.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a config that breaks a rule (nothing is
+    /// written), [`ConfigError::Io`] if the disk refuses.
+    pub fn save(&self, config: &Config) -> Result<(), ConfigError> {
+        config.validate()?;
+        let io = |source| ConfigError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = with_suffix(&self.path, ".tmp");
+        {
+            let mut file = fs::File::create(&tmp).map_err(io)?;
+            file.write_all(config.to_json_pretty().as_bytes())
+                .map_err(io)?;
+            file.write_all(b"\n").map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        if self.path.exists() {
+            let backup = self.backup_path();
+            fs::copy(&self.path, &backup).map_err(io)?;
+            fs::File::open(&backup)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+        }
+        fs::rename(&tmp, &self.path).map_err(io)?;
+        // Make the rename itself durable.
+        fs::File::open(self.dir())
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        Ok(())
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{
+      "exchanges": {
+        "simulated": { "enabled": true, "symbols": ["BTCUSDT", "ETHUSDT"],
+                       "simulation": { "seed": 7, "updates_per_second": 5 } },
+        "binance_futures": { "enabled": false, "symbols": ["BTCUSDT"],
+                             "rest_url": "http://127.0.0.1:9000", "ws_url": "ws://127.0.0.1:9001" }
+      },
+      "intervals": ["1m", "5m"],
+      "database_path": "./data/ohlcv.db",
+      "batch_interval": 60000,
+      "max_records": 100000,
+      "bootstrap_load": 10000,
+      "port": 3000
+    }"#;
+
+    fn error_of(text: &str) -> String {
+        Config::from_json(text).unwrap_err().to_string()
+    }
+
+    fn sample_with(pointer: &str, value: serde_json::Value) -> String {
+        let mut doc: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+        *doc.pointer_mut(pointer).unwrap() = value;
+        doc.to_string()
+    }
+
+    #[test]
+    fn parses_the_seed_keys_and_defaults_the_rest() {
+        let config = Config::from_json(SAMPLE).unwrap();
+        assert_eq!(config.intervals, vec![Interval::M1, Interval::M5]);
+        assert_eq!(config.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let sim = &config.exchanges[&ExchangeId::Simulated];
+        assert_eq!(sim.simulation.as_ref().unwrap().seed, 7);
+        assert_eq!(
+            config
+                .enabled_exchanges()
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>(),
+            vec![ExchangeId::Simulated]
+        );
+
+        let minimal = Config::from_json(r#"{"exchanges":{}}"#).unwrap();
+        assert_eq!(minimal.batch_interval, 60_000);
+        assert_eq!(minimal.port, 3000);
+        assert_eq!(minimal.intervals, vec![Interval::M1]);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_reason() {
+        let cases = [
+            (
+                sample_with("/exchanges/simulated/symbols/1", "BTC/USDT".into()),
+                "exchanges.simulated.symbols[1]: \"BTC/USDT\" is not a symbol like BTCUSDT",
+            ),
+            (
+                sample_with("/exchanges/simulated/symbols/1", "".into()),
+                "exchanges.simulated.symbols[1]: \"\" is not a symbol",
+            ),
+            (
+                sample_with("/exchanges/simulated/symbols/1", "BTCUSDT".into()),
+                "exchanges.simulated.symbols[1]: BTCUSDT is listed twice",
+            ),
+            (
+                sample_with("/intervals/1", "2m".into()),
+                "intervals[1]: unknown interval \"2m\"",
+            ),
+            (
+                sample_with("/intervals/1", "1m".into()),
+                "intervals[1]: 1m is listed twice",
+            ),
+            (
+                sample_with("/intervals", serde_json::json!([])),
+                "intervals: at least one interval",
+            ),
+            (
+                sample_with("/batch_interval", 5.into()),
+                "batch_interval: 5 ms is out of range",
+            ),
+            (
+                sample_with("/max_records", 0.into()),
+                "max_records: 0 is out of range",
+            ),
+            (
+                sample_with("/bootstrap_load", 200000.into()),
+                "bootstrap_load: 200000 exceeds max_records",
+            ),
+            (
+                sample_with("/port", 70000.into()),
+                "port: invalid value: integer `70000`",
+            ),
+            (
+                sample_with("/exchanges/binance_futures/enabled", true.into()),
+                "exchanges.binance_futures.enabled: the binance_futures adapter is not available",
+            ),
+            (
+                sample_with("/exchanges/binance_futures/ws_url", "http://x".into()),
+                "exchanges.binance_futures.ws_url: \"http://x\" is not a ws:// or wss:// URL",
+            ),
+            (
+                sample_with(
+                    "/exchanges/simulated/simulation/updates_per_second",
+                    0.into(),
+                ),
+                "exchanges.simulated.simulation.updates_per_second: 0 is out of range",
+            ),
+            (
+                r#"{"exchanges":{},"colour":"blue"}"#.to_owned(),
+                "colour: unknown field `colour`",
+            ),
+            (
+                r#"{"exchanges":{"kraken":{}}}"#.to_owned(),
+                "exchanges.kraken: unknown exchange \"kraken\"",
+            ),
+            (
+                r#"{"exchanges":{"simulated":{"enabled":true,"simbols":[]}}}"#.to_owned(),
+                "exchanges.simulated.simbols: unknown field `simbols`",
+            ),
+            (
+                r#"{"exchanges":{"binance_futures":{"simulation":{}}}}"#.to_owned(),
+                "exchanges.binance_futures.simulation: only the simulated exchange",
+            ),
+            ("not json".to_owned(), ".: expected ident"),
+        ];
+        for (text, expected) in cases {
+            let err = error_of(&text);
+            assert!(
+                err.starts_with(expected),
+                "expected {expected:?}, got {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn save_is_atomic_and_keeps_the_previous_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConfigStore::new(dir.path().join("config.json"));
+        let first = Config::from_json(SAMPLE).unwrap();
+        store.save(&first).unwrap();
+        assert!(!store.backup_path().exists(), "no previous version yet");
+        assert_eq!(store.load().unwrap(), first);
+
+        let mut second = first.clone();
+        second.port = 4000;
+        store.save(&second).unwrap();
+        assert_eq!(store.load().unwrap(), second);
+        let backup = Config::from_json(&fs::read_to_string(store.backup_path()).unwrap()).unwrap();
+        assert_eq!(backup, first);
+        assert!(!dir.path().join("config.json.tmp").exists());
+
+        let mut bad = second.clone();
+        bad.batch_interval = 1;
+        assert!(store.save(&bad).is_err());
+        assert_eq!(
+            store.load().unwrap(),
+            second,
+            "a refused config is never written"
+        );
+    }
+
+    #[test]
+    fn relative_database_paths_follow_the_config_file() {
+        let config = Config::from_json(SAMPLE).unwrap();
+        let store = ConfigStore::new("/etc/ohlcv/config.json");
+        assert_eq!(
+            config.resolved_database_path(&store.dir()),
+            PathBuf::from("/etc/ohlcv/./data/ohlcv.db")
+        );
+        assert_eq!(ConfigStore::new("config.json").dir(), PathBuf::from("."));
+    }
+}
