@@ -1,1 +1,27 @@
-//! placeholder
+//! Actors of ohlcv-collector and the exchange adapters they drive.
+//!
+//! - [`datasource`]: one `Datasource` actor per enabled exchange, on its own
+//!   arbiter, and the exchange adapters behind the [`MarketSource`] trait;
+//! - [`storage`]: the thread that owns SQLite;
+//! - [`monitor`]: heartbeats, worker metrics, system info;
+//! - [`gateway`]: HTTP API and WebSocket for UI clients;
+//! - [`lifecycle`]: what every supervised child shares (identity, death
+//!   reporting, heartbeats);
+//! - [`control`]: the commands the gateway sends to the supervisor.
+//!
+//! [`MarketSource`]: datasource::source::MarketSource
+
+use std::time::Duration;
+
+pub mod control;
+pub mod datasource;
+pub mod gateway;
+pub mod lifecycle;
+pub mod monitor;
+pub mod storage;
+
+/// How often every child reports that it is alive (seed 004: every 3 s).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Heartbeats a child may miss before the monitor reports it stalled.
+pub const MISSED_HEARTBEATS_LIMIT: u32 = 3;

@@ -1,1 +1,14 @@
-//! placeholder
+//! The supervisor of ohlcv-collector: starts every child, restarts the ones
+//! that die, and executes the commands UI clients give.
+//!
+//! - [`policy`]: when a dead child is restarted (pure bookkeeping);
+//! - [`supervisor`]: the actor, its children and its commands;
+//! - [`control`]: the [`Control`](ohlcv_actors::control::Control)
+//!   implementation the gateway calls.
+
+pub mod control;
+pub mod policy;
+pub mod supervisor;
+
+pub use control::SupervisorControl;
+pub use supervisor::{Shutdown, Supervisor, SupervisorSetup};

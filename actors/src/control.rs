@@ -1,0 +1,153 @@
+//! The commands UI clients can give, as the gateway sees them.
+//!
+//! The gateway cannot depend on the supervisor (the supervisor depends on
+//! the actors), so it talks to a [`Control`]: the supervisor crate
+//! implements it on the supervisor's address, and gateway tests may
+//! implement it on anything.
+
+use async_trait::async_trait;
+use ohlcv_domain::config::{Config, ExchangeConfig};
+use ohlcv_domain::{ExchangeId, Symbol};
+use serde::Serialize;
+
+/// Why a command was refused or failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    /// The request asks for something invalid (bad config, unknown
+    /// exchange, an exchange without an adapter); nothing was changed.
+    #[error("{message}")]
+    Invalid {
+        /// Stable code (`invalid_config`, `unknown_exchange`, …).
+        code: &'static str,
+        /// What is wrong, naming the key where there is one.
+        message: String,
+    },
+    /// An exchange could not be asked (down, rate limiting, bad answer).
+    #[error("exchange error: {0}")]
+    Exchange(String),
+    /// The collector cannot do it right now (storage busy, restarting);
+    /// trying again later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something failed inside the collector (the config file could not be
+    /// written, the database refused).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ControlError {
+    /// A refusal of invalid input with a stable code.
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        ControlError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// State of one supervised child, as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildStatus {
+    /// `storage`, `monitor`, `gateway` or the exchange id.
+    pub name: String,
+    /// `running`, `restarting`, `failed` or `stopped`.
+    pub state: String,
+    /// Restarts since the process started.
+    pub restarts: u32,
+    /// Why it last ended, if it ever did.
+    pub last_error: Option<String>,
+    /// When the current incarnation started, UTC ms.
+    pub started_at: Option<i64>,
+    /// When its last heartbeat arrived, UTC ms.
+    pub last_heartbeat: Option<i64>,
+    /// Its own counters from the last heartbeat.
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What `/status` and the `status` command answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// Seconds since the process started.
+    pub uptime_s: u64,
+    /// Every child, storage first, then monitor, gateway and datasources.
+    pub children: Vec<ChildStatus>,
+}
+
+/// What a restart or config change did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ApplyReport {
+    /// Datasources started.
+    pub started: Vec<ExchangeId>,
+    /// Datasources stopped.
+    pub stopped: Vec<ExchangeId>,
+    /// Datasources restarted or reloaded with new symbols or intervals.
+    pub reloaded: Vec<ExchangeId>,
+    /// Keys whose new value takes effect at the next process start
+    /// (`port`, `bind`, `database_path`).
+    pub pending_restart: Vec<&'static str>,
+}
+
+/// The supervisor, as the gateway commands it.
+#[async_trait]
+pub trait Control: Send + Sync + 'static {
+    /// The running configuration.
+    ///
+    /// # Errors
+    /// [`ControlError::Unavailable`] if the supervisor is gone.
+    async fn config(&self) -> Result<Config, ControlError>;
+
+    /// Validates `config`, saves it atomically and applies it.
+    ///
+    /// # Errors
+    /// [`ControlError::Invalid`] (nothing changed) or
+    /// [`ControlError::Internal`] if the file could not be written.
+    async fn replace_config(&self, config: Config) -> Result<ApplyReport, ControlError>;
+
+    /// Enables or disables an exchange (toggles when `enabled` is `None`),
+    /// saves the config and starts or stops its datasource.
+    ///
+    /// # Errors
+    /// As [`Control::replace_config`].
+    async fn toggle_exchange(
+        &self,
+        exchange: ExchangeId,
+        enabled: Option<bool>,
+    ) -> Result<ExchangeConfig, ControlError>;
+
+    /// Replaces an exchange's symbols, saves the config and reloads its
+    /// datasource (history sync with `reload_progress` messages).
+    ///
+    /// # Errors
+    /// As [`Control::replace_config`].
+    async fn set_symbols(
+        &self,
+        exchange: ExchangeId,
+        symbols: Vec<Symbol>,
+    ) -> Result<ExchangeConfig, ControlError>;
+
+    /// Re-reads the config file and restarts the datasources and monitor.
+    ///
+    /// # Errors
+    /// [`ControlError::Invalid`] if the file no longer validates (the
+    /// running configuration stays).
+    async fn restart(&self) -> Result<ApplyReport, ControlError>;
+
+    /// Deletes every stored candle and re-bootstraps the datasources.
+    ///
+    /// # Errors
+    /// [`ControlError::Unavailable`] or [`ControlError::Internal`].
+    async fn delete_database(&self) -> Result<(), ControlError>;
+
+    /// The children and their states.
+    ///
+    /// # Errors
+    /// [`ControlError::Unavailable`] if the supervisor is gone.
+    async fn status(&self) -> Result<StatusReport, ControlError>;
+
+    /// The symbols an exchange lists.
+    ///
+    /// # Errors
+    /// [`ControlError::Invalid`] for an exchange without an adapter,
+    /// [`ControlError::Exchange`] if it cannot be asked.
+    async fn exchange_symbols(&self, exchange: ExchangeId) -> Result<Vec<Symbol>, ControlError>;
+}

@@ -1,0 +1,508 @@
+//! The datasource actor: drives one exchange adapter.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::StreamExt;
+use ohlcv_domain::time::now_ms;
+use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
+use serde_json::{Map, Value};
+
+use super::series::SeriesState;
+use super::source::{ExchangeError, MarketSource};
+use crate::gateway::broadcast::Broadcaster;
+use crate::gateway::protocol::{ReloadProgress, ServerMessage};
+use crate::lifecycle::{process_rss_bytes, ChildId, CpuMeter, Heartbeat, HeartbeatSink, LifeGuard};
+use crate::storage::{CandleSink, StorageHandle};
+use crate::HEARTBEAT_INTERVAL;
+
+/// First reconnect delay; doubles up to [`MAX_RECONNECT_DELAY`].
+const FIRST_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// Longest reconnect delay: an exchange that is down is retried every
+/// minute, which no exchange's connection limits object to.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(60);
+/// How often the silence watchdog looks at the stream.
+const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
+/// How often updates waiting for room in the storage channel are retried.
+const SINK_RETRY_PERIOD: Duration = Duration::from_millis(100);
+/// How long a stopping datasource waits for room in the storage channel
+/// for its last updates; the storage thread drains thousands a millisecond.
+const STOP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a datasource collects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasourceSettings {
+    /// Symbols to collect.
+    pub symbols: Vec<Symbol>,
+    /// Intervals to collect for every symbol.
+    pub intervals: Vec<Interval>,
+    /// Candles of history loaded for a series with nothing stored.
+    pub bootstrap_load: u64,
+}
+
+/// What a datasource needs from the outside.
+#[derive(Clone)]
+pub struct DatasourceDeps {
+    /// The exchange adapter.
+    pub source: Arc<dyn MarketSource>,
+    /// Where candles are stored.
+    pub storage: StorageHandle,
+    /// Where live candles and progress go to UI clients.
+    pub broadcaster: Broadcaster,
+    /// Where heartbeats go.
+    pub heartbeats: HeartbeatSink,
+    /// Set by the supervisor when this incarnation was replaced (after it
+    /// stalled): a thread that wakes up late must not store stale updates.
+    pub retired: Arc<AtomicBool>,
+}
+
+/// Applies new symbols or intervals: the datasource reconnects with the
+/// new subscriptions and syncs history, reporting `reload_progress`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReloadSettings(pub DatasourceSettings);
+
+/// Stops the datasource after handing its last updates to storage; the
+/// answer comes once they are handed over.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopDatasource;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Syncing,
+    Streaming,
+    WaitingToReconnect,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting",
+            Phase::Syncing => "syncing",
+            Phase::Streaming => "streaming",
+            Phase::WaitingToReconnect => "reconnecting",
+        }
+    }
+}
+
+/// One item of a live stream, tagged with the connection it came from.
+#[derive(Message)]
+#[rtype(result = "()")]
+enum StreamEvent {
+    Update(u64, Result<Candle, ExchangeError>),
+    Ended(u64),
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    updates: u64,
+    candles_closed: u64,
+    history_candles: u64,
+    reconnects: u64,
+    gap_fills: u64,
+    rejected: u64,
+    last_error: Option<String>,
+}
+
+/// The datasource of one exchange. Runs on its own arbiter.
+pub struct Datasource {
+    exchange: ExchangeId,
+    deps: DatasourceDeps,
+    settings: DatasourceSettings,
+    sink: CandleSink,
+    /// Bumped at every (re)connect: results of an older connection are
+    /// ignored when they arrive late.
+    epoch: u64,
+    stream: Option<SpawnHandle>,
+    phase: Phase,
+    series: HashMap<SeriesKey, SeriesState>,
+    last_message: Instant,
+    reconnect_delay: Option<Duration>,
+    counters: Counters,
+    cpu: CpuMeter,
+    started_ms: i64,
+    guard: LifeGuard,
+}
+
+impl Datasource {
+    /// A datasource for `deps.source`'s exchange; it connects when started.
+    pub fn new(deps: DatasourceDeps, settings: DatasourceSettings, guard: LifeGuard) -> Self {
+        Datasource {
+            exchange: deps.source.id(),
+            sink: CandleSink::new(deps.storage.clone()),
+            deps,
+            settings,
+            epoch: 0,
+            stream: None,
+            phase: Phase::Connecting,
+            series: HashMap::new(),
+            last_message: Instant::now(),
+            reconnect_delay: None,
+            counters: Counters::default(),
+            cpu: CpuMeter::default(),
+            started_ms: now_ms(),
+            guard,
+        }
+    }
+
+    fn subscriptions(&self) -> Vec<SeriesKey> {
+        self.settings
+            .symbols
+            .iter()
+            .flat_map(|symbol| {
+                self.settings
+                    .intervals
+                    .iter()
+                    .map(|interval| SeriesKey::new(self.exchange, symbol.clone(), *interval))
+            })
+            .collect()
+    }
+
+    fn retired(&self) -> bool {
+        self.deps.retired.load(Ordering::Acquire)
+    }
+
+    fn progress(&self, status: &str, message: String, progress: u8) {
+        self.deps.broadcaster.publish(&ServerMessage::ReloadProgress(ReloadProgress {
+            exchange: self.exchange,
+            status: status.into(),
+            message,
+            progress,
+        }));
+    }
+
+    /// Opens a new live stream (closing the old one), then syncs history.
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        if let Some(handle) = self.stream.take() {
+            ctx.cancel_future(handle);
+        }
+        let subscriptions = self.subscriptions();
+        self.series.retain(|key, _| subscriptions.contains(key));
+        for key in &subscriptions {
+            self.series.entry(key.clone()).or_default().reset_live();
+        }
+        self.phase = Phase::Connecting;
+        self.progress("connecting", format!("Connecting to {}...", self.exchange), 0);
+        let source = self.deps.source.clone();
+        let fut = async move { source.stream(&subscriptions).await };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            if act.epoch != epoch {
+                return;
+            }
+            match result {
+                Ok(stream) => {
+                    act.last_message = Instant::now();
+                    let tagged = stream
+                        .map(move |item| StreamEvent::Update(epoch, item))
+                        .chain(futures_util::stream::once(async move { StreamEvent::Ended(epoch) }));
+                    act.stream = Some(ctx.add_stream(tagged));
+                    act.phase = Phase::Syncing;
+                    act.sync_next(ctx, epoch, 0);
+                }
+                Err(error) => act.schedule_reconnect(ctx, format!("connect failed: {error}")),
+            }
+        }));
+    }
+
+    /// Syncs the history of series number `index`, then the next.
+    fn sync_next(&mut self, ctx: &mut Context<Self>, epoch: u64, index: usize) {
+        let subscriptions = self.subscriptions();
+        let total = subscriptions.len();
+        let Some(key) = subscriptions.get(index).cloned() else {
+            self.phase = Phase::Streaming;
+            self.progress(
+                "streaming",
+                format!("Streaming {total} series from {}", self.exchange),
+                100,
+            );
+            tracing::info!(exchange = %self.exchange, series = total, success = true, "datasource streaming");
+            return;
+        };
+        self.progress(
+            "backfilling",
+            format!("Checking {} {}... ({}/{total})", key.symbol, key.interval, index + 1),
+            percent(index, total),
+        );
+        if let Some(state) = self.series.get_mut(&key) {
+            state.fetching = true;
+        }
+        let storage = self.deps.storage.clone();
+        let source = self.deps.source.clone();
+        let bootstrap_load = self.settings.bootstrap_load;
+        let fetch_key = key.clone();
+        let fut = async move {
+            let last = storage
+                .last_open_time(fetch_key.clone())
+                .await
+                .map_err(|e| ExchangeError::Connect(format!("storage: {e}")))?;
+            let now = now_ms();
+            let step = fetch_key.interval.duration_ms();
+            let from = match last {
+                // Re-read the newest stored candle: it may have been open.
+                Some(t) => t,
+                None if bootstrap_load == 0 => return Ok(Vec::new()),
+                None => fetch_key.interval.align(now) - (bootstrap_load as i64 - 1) * step,
+            };
+            source.backfill(&fetch_key.symbol, fetch_key.interval, from, now).await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            if act.epoch != epoch {
+                return;
+            }
+            if let Some(state) = act.series.get_mut(&key) {
+                state.fetching = false;
+            }
+            match result {
+                Ok(candles) => {
+                    act.store_history(&key, candles);
+                    act.sync_next(ctx, epoch, index + 1);
+                }
+                Err(error) if error.is_retryable() => {
+                    act.schedule_reconnect(ctx, format!("history of {key} failed: {error}"));
+                }
+                Err(error) => {
+                    act.counters.last_error = Some(error.to_string());
+                    tracing::error!(series = %key, %error, "history refused; series skipped");
+                    act.progress("error", format!("{key}: {error}"), percent(index + 1, total));
+                    act.sync_next(ctx, epoch, index + 1);
+                }
+            }
+        }));
+    }
+
+    /// Fetches a range the live stream skipped.
+    fn fill_gap(&mut self, ctx: &mut Context<Self>, key: SeriesKey, from: i64, to: i64) {
+        let epoch = self.epoch;
+        if let Some(state) = self.series.get_mut(&key) {
+            state.fetching = true;
+        }
+        self.counters.gap_fills += 1;
+        tracing::info!(series = %key, from, to, "filling a gap in the live stream");
+        let source = self.deps.source.clone();
+        let fetch_key = key.clone();
+        let fut = async move { source.backfill(&fetch_key.symbol, fetch_key.interval, from, to).await };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            if act.epoch != epoch {
+                return;
+            }
+            if let Some(state) = act.series.get_mut(&key) {
+                state.fetching = false;
+            }
+            match result {
+                Ok(candles) => act.store_history(&key, candles),
+                Err(error) => act.schedule_reconnect(ctx, format!("gap fill of {key} failed: {error}")),
+            }
+        }));
+    }
+
+    fn store_history(&mut self, key: &SeriesKey, candles: Vec<Candle>) {
+        if self.retired() {
+            return;
+        }
+        let Some(state) = self.series.get_mut(key) else {
+            return;
+        };
+        let valid: Vec<Candle> = candles
+            .into_iter()
+            .filter(|c| {
+                let ok = &c.key == key && c.validate().is_ok();
+                if !ok {
+                    self.counters.rejected += 1;
+                }
+                ok
+            })
+            .collect();
+        for candle in state.accept_history(key.interval, valid) {
+            self.counters.history_candles += 1;
+            self.sink.submit(candle);
+        }
+    }
+
+    fn on_update(&mut self, ctx: &mut Context<Self>, candle: Candle) {
+        if let Err(error) = candle.validate() {
+            self.counters.rejected += 1;
+            tracing::warn!(exchange = %self.exchange, %error, ?candle, "invalid candle refused");
+            return;
+        }
+        let Some(state) = self.series.get_mut(&candle.key) else {
+            tracing::debug!(series = %candle.key, "update for a series not subscribed");
+            return;
+        };
+        // Before this series' history sync finished, the sync covers gaps.
+        let gap = state.observe_live(&candle);
+        self.counters.updates += 1;
+        if candle.closed {
+            self.counters.candles_closed += 1;
+        }
+        self.reconnect_delay = None;
+        self.deps
+            .broadcaster
+            .publish(&ServerMessage::Candle((&candle).into()));
+        let key = candle.key.clone();
+        self.sink.submit(candle);
+        if let Some((from, to)) = gap {
+            self.fill_gap(ctx, key, from, to);
+        }
+    }
+
+    fn schedule_reconnect(&mut self, ctx: &mut Context<Self>, reason: String) {
+        if let Some(handle) = self.stream.take() {
+            ctx.cancel_future(handle);
+        }
+        // Invalidate everything the failed connection still has in flight.
+        self.epoch += 1;
+        let base = self
+            .reconnect_delay
+            .map_or(FIRST_RECONNECT_DELAY, |d| (d * 2).min(MAX_RECONNECT_DELAY));
+        self.reconnect_delay = Some(base);
+        let delay = jitter(base);
+        self.counters.reconnects += 1;
+        self.counters.last_error = Some(reason.clone());
+        self.phase = Phase::WaitingToReconnect;
+        tracing::warn!(exchange = %self.exchange, reason = %reason, retry_in_ms = delay.as_millis() as u64, "datasource reconnecting");
+        self.progress("error", format!("{reason}; retrying in {:.1} s", delay.as_secs_f64()), 0);
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+    }
+
+    fn watchdog(&mut self, ctx: &mut Context<Self>) {
+        if self.retired() {
+            ctx.stop();
+            return;
+        }
+        let watching = matches!(self.phase, Phase::Syncing | Phase::Streaming)
+            && self.stream.is_some()
+            && !self.settings.symbols.is_empty();
+        let silence = self.deps.source.max_silence();
+        if watching && self.last_message.elapsed() > silence {
+            self.schedule_reconnect(
+                ctx,
+                format!("stream silent for {:.1} s", self.last_message.elapsed().as_secs_f64()),
+            );
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        let c = &self.counters;
+        let mut metrics = Map::new();
+        metrics.insert("cpuUser".into(), format!("{:.2}", self.cpu.sample()).into());
+        metrics.insert("heapUsed".into(), process_rss_bytes().unwrap_or(0).into());
+        metrics.insert("timestamp".into(), now_ms().into());
+        metrics.insert("state".into(), self.phase.as_str().into());
+        metrics.insert("series".into(), self.series.len().into());
+        metrics.insert("updates".into(), c.updates.into());
+        metrics.insert("candlesClosed".into(), c.candles_closed.into());
+        metrics.insert("historyCandles".into(), c.history_candles.into());
+        metrics.insert("reconnects".into(), c.reconnects.into());
+        metrics.insert("gapFills".into(), c.gap_fills.into());
+        metrics.insert("rejected".into(), c.rejected.into());
+        metrics.insert("storagePending".into(), self.sink.pending().into());
+        metrics.insert("startedAt".into(), self.started_ms.into());
+        metrics.insert(
+            "lastMessageAgoMs".into(),
+            (self.last_message.elapsed().as_millis() as u64).into(),
+        );
+        metrics.insert(
+            "lastError".into(),
+            c.last_error.clone().map_or(Value::Null, Value::from),
+        );
+        self.deps.heartbeats.send(Heartbeat {
+            child: ChildId::Datasource(self.exchange),
+            generation: self.guard.generation(),
+            metrics,
+        });
+    }
+}
+
+fn percent(done: usize, total: usize) -> u8 {
+    if total == 0 {
+        100
+    } else {
+        (done * 100 / total).min(100) as u8
+    }
+}
+
+/// ±20 % of `base`, so that many collectors (or datasources) that lost the
+/// same exchange at the same moment do not reconnect in lockstep.
+fn jitter(base: Duration) -> Duration {
+    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
+
+impl Actor for Datasource {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(exchange = %self.exchange, symbols = self.settings.symbols.len(),
+            intervals = self.settings.intervals.len(), "datasource started");
+        ctx.run_interval(HEARTBEAT_INTERVAL, |act, _| act.heartbeat());
+        ctx.run_interval(WATCHDOG_PERIOD, |act, ctx| act.watchdog(ctx));
+        ctx.run_interval(SINK_RETRY_PERIOD, |act, _| act.sink.retry());
+        self.heartbeat();
+        self.connect(ctx);
+    }
+}
+
+impl StreamHandler<StreamEvent> for Datasource {
+    fn handle(&mut self, event: StreamEvent, ctx: &mut Self::Context) {
+        if self.retired() {
+            ctx.stop();
+            return;
+        }
+        match event {
+            StreamEvent::Update(epoch, _) | StreamEvent::Ended(epoch) if epoch != self.epoch => {}
+            StreamEvent::Update(_, Ok(candle)) => {
+                self.last_message = Instant::now();
+                self.on_update(ctx, candle);
+            }
+            StreamEvent::Update(_, Err(error)) => {
+                self.last_message = Instant::now();
+                self.counters.rejected += 1;
+                self.counters.last_error = Some(error.to_string());
+                tracing::warn!(exchange = %self.exchange, %error, "stream message refused");
+            }
+            StreamEvent::Ended(_) => {
+                self.stream = None;
+                self.schedule_reconnect(ctx, "stream closed by the exchange".into());
+            }
+        }
+    }
+
+    /// A stream ends with its `Ended` event; actix's default would stop
+    /// the actor here.
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl Handler<ReloadSettings> for Datasource {
+    type Result = ();
+
+    fn handle(&mut self, ReloadSettings(settings): ReloadSettings, ctx: &mut Self::Context) {
+        tracing::info!(exchange = %self.exchange, symbols = settings.symbols.len(), "datasource reloading");
+        self.settings = settings;
+        self.reconnect_delay = None;
+        self.connect(ctx);
+    }
+}
+
+impl Handler<StopDatasource> for Datasource {
+    type Result = ();
+
+    fn handle(&mut self, _: StopDatasource, ctx: &mut Self::Context) {
+        if let Some(handle) = self.stream.take() {
+            ctx.cancel_future(handle);
+        }
+        // This thread has nothing else to do any more, so it may wait for
+        // room in the storage channel.
+        let lost = self.sink.drain_blocking(STOP_DRAIN_TIMEOUT);
+        if lost > 0 {
+            tracing::error!(exchange = %self.exchange, lost, "updates could not be handed to storage");
+        }
+        tracing::info!(exchange = %self.exchange, "datasource stopped");
+        ctx.stop();
+    }
+}

@@ -1,0 +1,16 @@
+//! Datasources: one actor per enabled exchange, and the adapters they use.
+//!
+//! A [`Datasource`] connects its exchange's live stream first, then syncs
+//! each series' history over REST (bootstrap when nothing is stored, gap
+//! fill from the newest stored candle otherwise), so that no candle falls
+//! between history and live data. It forwards every live update to storage
+//! and to UI clients, watches for silent streams, reconnects with backoff
+//! and jitter, and fills over REST every gap the live stream leaves (a
+//! disconnect, a missed close, a blocked thread).
+
+mod actor;
+pub mod exchanges;
+mod series;
+pub mod source;
+
+pub use actor::{Datasource, DatasourceDeps, DatasourceSettings, ReloadSettings, StopDatasource};

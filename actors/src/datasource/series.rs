@@ -1,0 +1,139 @@
+//! Per-series bookkeeping of a datasource: what is known final, what the
+//! live stream has shown, and which ranges must be fetched over REST.
+
+use ohlcv_domain::{Candle, Interval};
+
+/// What a datasource knows about one series during one connection.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SeriesState {
+    /// Open time of the newest candle known stored final, with nothing
+    /// missing before it since the last history sync.
+    pub final_through: Option<i64>,
+    /// Open time of the first candle this connection's live stream showed;
+    /// from there on the stream owns the series and REST data is not used.
+    pub live_first: Option<i64>,
+    /// Open time of the newest live update.
+    pub live_last: Option<i64>,
+    /// A REST request for this series is under way.
+    pub fetching: bool,
+}
+
+impl SeriesState {
+    /// Forgets what the previous connection showed.
+    pub fn reset_live(&mut self) {
+        self.live_first = None;
+        self.live_last = None;
+        self.fetching = false;
+    }
+
+    /// Records a live update; answers the range `(from, to)` of open times
+    /// that must be fetched over REST because their final candles were not
+    /// seen, if any.
+    pub fn observe_live(&mut self, candle: &Candle) -> Option<(i64, i64)> {
+        let step = candle.key.interval.duration_ms();
+        self.live_first.get_or_insert(candle.open_time);
+        self.live_last = Some(self.live_last.map_or(candle.open_time, |t| t.max(candle.open_time)));
+        let final_through = self.final_through?;
+        if candle.closed && candle.open_time == final_through + step {
+            self.final_through = Some(candle.open_time);
+            return None;
+        }
+        let first_missing = final_through + step;
+        // Everything before the candle shown now should be final by now.
+        let newest_needed = candle.open_time - step;
+        if newest_needed >= first_missing && !self.fetching {
+            Some((first_missing, newest_needed))
+        } else {
+            None
+        }
+    }
+
+    /// Which of `candles` (fetched over REST) to store: every closed one
+    /// (final values are final, whoever delivers them) and the open ones the
+    /// live stream has not shown (from its first candle on, the stream's
+    /// updates are newer than any REST snapshot). Advances `final_through`
+    /// over the closed candles.
+    pub fn accept_history(&mut self, interval: Interval, candles: Vec<Candle>) -> Vec<Candle> {
+        let step = interval.duration_ms();
+        let kept: Vec<Candle> = candles
+            .into_iter()
+            .filter(|c| c.closed || self.live_first.is_none_or(|first| c.open_time < first))
+            .collect();
+        for candle in kept.iter().filter(|c| c.closed) {
+            match self.final_through {
+                Some(t) if candle.open_time <= t => {}
+                Some(t) if candle.open_time == t + step => self.final_through = Some(candle.open_time),
+                // History starts (bootstrap) or jumps: REST returns what the
+                // exchange has, and a hole in the exchange's own data is
+                // not ours to fill.
+                _ => self.final_through = Some(candle.open_time),
+            }
+        }
+        kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ohlcv_domain::{ExchangeId, SeriesKey, Symbol};
+
+    const T0: i64 = 1_704_067_200_000;
+    const M: i64 = 60_000;
+
+    fn candle(i: i64, closed: bool) -> Candle {
+        Candle {
+            key: SeriesKey::new(ExchangeId::Simulated, Symbol::new("BTCUSDT").unwrap(), Interval::M1),
+            open_time: T0 + i * M,
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+            volume: 1.0,
+            closed,
+        }
+    }
+
+    #[test]
+    fn history_then_live_closes_advance_without_gaps() {
+        let mut s = SeriesState::default();
+        let kept = s.accept_history(Interval::M1, (0..5).map(|i| candle(i, i < 4)).collect());
+        assert_eq!(kept.len(), 5);
+        assert_eq!(s.final_through, Some(T0 + 3 * M));
+        assert_eq!(s.observe_live(&candle(4, false)), None);
+        assert_eq!(s.observe_live(&candle(4, true)), None);
+        assert_eq!(s.final_through, Some(T0 + 4 * M));
+        assert_eq!(s.observe_live(&candle(5, false)), None);
+    }
+
+    #[test]
+    fn a_missed_close_asks_for_the_missing_range() {
+        let mut s = SeriesState::default();
+        s.accept_history(Interval::M1, (0..3).map(|i| candle(i, true)).collect());
+        // Candles 3..=6 were never seen final; the stream now shows 7.
+        assert_eq!(s.observe_live(&candle(7, false)), Some((T0 + 3 * M, T0 + 6 * M)));
+        s.fetching = true;
+        assert_eq!(s.observe_live(&candle(7, false)), None, "one request at a time");
+    }
+
+    #[test]
+    fn a_gap_fill_after_the_stream_started_keeps_the_closed_candles() {
+        let mut s = SeriesState::default();
+        s.accept_history(Interval::M1, (0..3).map(|i| candle(i, true)).collect());
+        s.observe_live(&candle(3, false));
+        let range = s.observe_live(&candle(7, false)).unwrap();
+        assert_eq!(range, (T0 + 3 * M, T0 + 6 * M));
+        let kept = s.accept_history(Interval::M1, (3..=6).map(|i| candle(i, true)).collect());
+        assert_eq!(kept.len(), 4);
+        assert_eq!(s.final_through, Some(T0 + 6 * M));
+    }
+
+    #[test]
+    fn history_never_overwrites_what_the_live_stream_owns() {
+        let mut s = SeriesState::default();
+        s.observe_live(&candle(4, false));
+        let kept = s.accept_history(Interval::M1, (0..5).map(|i| candle(i, i < 4)).collect());
+        assert_eq!(kept.iter().map(|c| c.open_time).max(), Some(T0 + 3 * M));
+        assert_eq!(s.final_through, Some(T0 + 3 * M));
+    }
+}

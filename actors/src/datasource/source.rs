@@ -1,0 +1,108 @@
+//! The datasource interface every exchange adapter implements.
+//!
+//! An adapter only speaks its exchange's protocol: list the symbols, return
+//! candles for a time range over REST, and open a live stream of candle
+//! updates. Reconnects, gap filling, heartbeats and forwarding are the
+//! [`Datasource`](super::Datasource) actor's job, so every adapter gets them
+//! for free and the same way.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::Stream;
+use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
+
+/// Live candle updates from one exchange connection, in arrival order.
+///
+/// The stream ends (`None`) when the connection is closed by the peer; an
+/// `Err` item reports a message that could not be used and does not end the
+/// stream by itself. Dropping the stream closes the connection.
+pub type CandleStream = Pin<Box<dyn Stream<Item = Result<Candle, ExchangeError>> + Send>>;
+
+/// What can go wrong talking to an exchange.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExchangeError {
+    /// The connection could not be made or broke.
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The exchange answered with an HTTP error status.
+    #[error("HTTP {status}: {body}")]
+    Http {
+        /// The status code.
+        status: u16,
+        /// The (truncated) response body, for the log.
+        body: String,
+    },
+    /// The exchange asked us to slow down.
+    #[error("rate limited; retry after {retry_after:?}")]
+    RateLimited {
+        /// How long the exchange asked us to wait.
+        retry_after: Duration,
+    },
+    /// A payload did not match the documented format.
+    #[error("undecodable payload ({reason}): {raw}")]
+    Decode {
+        /// What did not match.
+        reason: String,
+        /// The raw payload, truncated, for the log.
+        raw: String,
+    },
+    /// The exchange refused the request itself (unknown symbol, bad range).
+    #[error("rejected by the exchange: {0}")]
+    Rejected(String),
+}
+
+impl ExchangeError {
+    /// Whether trying again later can succeed; a rejected request will not.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ExchangeError::Rejected(_))
+    }
+}
+
+/// One exchange, as seen by a [`Datasource`](super::Datasource).
+///
+/// Implementations hold no per-connection state that must survive a
+/// datasource restart, except what they deliberately share (the simulated
+/// exchange keeps its fault counters so a fault fires once per process).
+#[async_trait]
+pub trait MarketSource: Send + Sync + 'static {
+    /// Which exchange this is.
+    fn id(&self) -> ExchangeId;
+
+    /// How long a live stream may deliver nothing before the datasource
+    /// treats it as dead and reconnects (a socket can stay open while data
+    /// stops).
+    fn max_silence(&self) -> Duration;
+
+    /// The symbols the exchange lists, normalised (`BTCUSDT`).
+    ///
+    /// # Errors
+    /// [`ExchangeError`] when the exchange cannot be reached or answers
+    /// something undecodable.
+    async fn load_symbols(&self) -> Result<Vec<Symbol>, ExchangeError>;
+
+    /// Candles of `symbol`/`interval` whose open time lies in `from..=to`
+    /// (UTC ms), oldest first, without duplicates. The candle still forming
+    /// is included with `closed: false`. Paging is the adapter's business.
+    ///
+    /// # Errors
+    /// [`ExchangeError`] on a failed request; candles already fetched are
+    /// not returned in that case.
+    async fn backfill(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Candle>, ExchangeError>;
+
+    /// Opens a live stream of candle updates for every series in
+    /// `subscriptions` (all of this exchange). The exchange sends the open
+    /// candle as it changes and each candle once more, with `closed: true`,
+    /// when its interval ends.
+    ///
+    /// # Errors
+    /// [`ExchangeError`] when the connection or subscription fails.
+    async fn stream(&self, subscriptions: &[SeriesKey]) -> Result<CandleStream, ExchangeError>;
+}

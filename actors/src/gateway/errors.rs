@@ -1,0 +1,241 @@
+//! Errors as UI clients see them: `{"error":{"code":"…","message":"…"}}`
+//! with a 4xx or 5xx status.
+//!
+//! [`ApiError`] is the one error type of the HTTP routes. The errors of the
+//! layers below ([`ControlError`], [`StorageRequestError`]) convert into it
+//! with a fixed status and code, and the extractor configurations here
+//! ([`json_config`], [`path_config`], [`query_config`]) turn actix-web's own
+//! extractor failures (bad JSON, oversized body, bad query string) into the
+//! same shape, so a client never has to parse two error formats.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+use super::protocol::ErrorBody;
+use crate::control::ControlError;
+use crate::storage::StorageRequestError;
+
+/// Largest JSON request body accepted. The largest legitimate body is a
+/// whole config with a few hundred symbols per exchange (~25 KiB); anything
+/// much larger is a mistake or an attack, refused before it is buffered.
+pub const JSON_BODY_LIMIT: usize = 64 * 1024;
+
+/// An HTTP error answer: status, stable code and a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: Cow<'static, str>,
+    allow: Option<String>,
+}
+
+impl ApiError {
+    /// An error with any status; prefer the named constructors.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    /// 400: the request is invalid; `code` says how (`unknown_exchange`, …).
+    pub fn bad_request(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 `not_found`: no route has this path.
+    pub fn not_found(method: &str, path: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {method} {path}"),
+        )
+    }
+
+    /// 405 `method_not_allowed`, with the `Allow` header listing `allowed`.
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &[&str]) -> Self {
+        let allow = allowed.join(", ");
+        ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            message: format!("{method} is not allowed on {path}; allowed: {allow}").into(),
+            allow: Some(allow),
+        }
+    }
+
+    /// 503 `unavailable`: the collector cannot answer right now.
+    pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message for humans.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The error as the body's `error` object (and a WebSocket
+    /// `command_result`'s failed `result`).
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code.to_owned(),
+            message: self.message.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// `{"error": {...}}`, the envelope of every error response.
+#[derive(Serialize)]
+struct Envelope {
+    error: ErrorBody,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.status.is_server_error() {
+            // Worth a line in the process log (and the UI's log panel):
+            // a 5xx is the collector failing, not the client.
+            tracing::warn!(status = self.status.as_u16(), code = self.code, message = %self.message, "request failed");
+        }
+        let mut response = HttpResponse::build(self.status);
+        if let Some(allow) = &self.allow {
+            response.insert_header((header::ALLOW, allow.as_str()));
+        }
+        response.json(Envelope { error: self.body() })
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> Self {
+        match error {
+            ControlError::Invalid { code, message } => ApiError::bad_request(code, message),
+            ControlError::Exchange(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "exchange_error", error.to_string())
+            }
+            ControlError::Unavailable(message) => ApiError::unavailable(message),
+            ControlError::Internal(message) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
+    }
+}
+
+impl From<StorageRequestError> for ApiError {
+    fn from(error: StorageRequestError) -> Self {
+        match error {
+            StorageRequestError::Busy | StorageRequestError::Gone => {
+                ApiError::unavailable(error.to_string())
+            }
+            StorageRequestError::Failed(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+/// JSON body extraction: at most [`JSON_BODY_LIMIT`] bytes, and every
+/// failure as an [`ApiError`].
+///
+/// `Content-Type: application/json` stays required (actix-web's default):
+/// a browser can send a cross-site `text/plain` POST without asking first,
+/// but not a JSON one, so this keeps other web pages from changing the
+/// config through the user's browser.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(JSON_BODY_LIMIT)
+        .error_handler(|error, _req| json_error(&error).into())
+}
+
+/// Path extraction failures as `400 bad_request`.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|error: PathError, _req: &HttpRequest| {
+        let detail = match &error {
+            PathError::Deserialize(inner) => inner.to_string(),
+            other => other.to_string(),
+        };
+        ApiError::bad_request("bad_request", format!("path: {detail}")).into()
+    })
+}
+
+/// Query-string extraction failures as `400 bad_request`.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error: QueryPayloadError, _req: &HttpRequest| {
+        let detail = match &error {
+            QueryPayloadError::Deserialize(inner) => inner.to_string(),
+            other => other.to_string(),
+        };
+        ApiError::bad_request("bad_request", format!("query string: {detail}")).into()
+    })
+}
+
+fn json_error(error: &JsonPayloadError) -> ApiError {
+    match error {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than {JSON_BODY_LIMIT} bytes"),
+        ),
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "request body must be sent with Content-Type: application/json",
+        ),
+        JsonPayloadError::Deserialize(inner) => {
+            ApiError::bad_request("bad_request", format!("request body is not valid JSON: {inner}"))
+        }
+        other => ApiError::bad_request("bad_request", format!("request body could not be read: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lower_layer_errors_map_to_fixed_statuses_and_codes() {
+        let cases = [
+            (ApiError::from(ControlError::invalid("invalid_config", "port: bad")), 400, "invalid_config"),
+            (ControlError::Exchange("timeout".into()).into(), 502, "exchange_error"),
+            (ControlError::Unavailable("restarting".into()).into(), 503, "unavailable"),
+            (ControlError::Internal("disk full".into()).into(), 500, "internal"),
+            (StorageRequestError::Busy.into(), 503, "unavailable"),
+            (StorageRequestError::Gone.into(), 503, "unavailable"),
+            (
+                StorageRequestError::Failed(ohlcv_storage::StorageError::Foreign { reason: "x".into() }).into(),
+                500,
+                "storage_error",
+            ),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!(error.status_code().as_u16(), status, "{error}");
+            assert_eq!(error.code(), code);
+        }
+        let exchange: ApiError = ControlError::Exchange("timeout".into()).into();
+        assert_eq!(exchange.message(), "exchange error: timeout");
+    }
+}

@@ -1,0 +1,446 @@
+//! The HTTP routes of seed 004, JSON in and out.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /health` | `{"status":"ok"}` |
+//! | `GET /status` | the supervisor's [`StatusReport`](crate::control::StatusReport) |
+//! | `GET /config`, `POST /config` | the running config; replace it with a whole new one |
+//! | `GET /exchanges` | the config's `exchanges` object |
+//! | `GET /exchangeSymbols/{exchange}` | the symbols the exchange lists |
+//! | `POST /exchangeSymbols` | set an exchange's symbols |
+//! | `POST /toggleExchange` | enable, disable or toggle an exchange |
+//! | `GET /ohlcv/{exchange}/{symbol}/{interval}?from&to&limit` | candles, ascending |
+//! | `POST /restart` | re-read the config file and restart the datasources |
+//! | `POST /deleteDatabase` | delete every stored candle |
+//! | `GET /databaseSymbols` | the series stored, with counts and time ranges |
+//! | `GET /ws` | the WebSocket (see [`super::ws`]) |
+//!
+//! Every input is validated here, before the supervisor or the storage
+//! thread sees it, and every failure is an [`ApiError`]. Commands go to
+//! the supervisor through [`Control`](crate::control::Control); reads go
+//! straight to the storage thread.
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use ohlcv_domain::config::Config;
+use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
+use ohlcv_storage::{CandleQuery, SeriesSummary};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::errors::{json_config, path_config, query_config, ApiError};
+use super::ws::{self, SessionClosing};
+use super::GatewayDeps;
+use crate::control::ControlError;
+
+/// Candles `/ohlcv` returns when the request names no `limit`; the seed's
+/// default, about a chart's width of candles.
+pub const DEFAULT_OHLCV_LIMIT: usize = 1000;
+
+/// Most candles one `/ohlcv` request may ask for. Keeps one answer under
+/// ~600 KB of JSON and one read short on the storage thread, which also
+/// writes the batches; a chart that wants more pages with `from`.
+pub const MAX_OHLCV_LIMIT: usize = 5000;
+
+/// Most symbols one exchange may be given. Each symbol costs one stream
+/// per interval and a history sync; 500 covers every USDT perpetual an
+/// exchange lists today, and a list beyond that is almost surely a mistake.
+pub const MAX_SYMBOLS_PER_EXCHANGE: usize = 500;
+
+/// Longest a route waits for the supervisor. Commands are quick (starting
+/// or stopping actors, writing a small file); one that takes this long
+/// means the supervisor is stuck, and the client gets a 503 rather than a
+/// connection that hangs forever. The command itself is not cancelled.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Shared state of every route.
+type Deps = web::Data<GatewayDeps>;
+
+/// Registers every route, the extractor error handlers and the JSON 404.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, deps: GatewayDeps, closing: SessionClosing) {
+    cfg.app_data(web::Data::new(deps))
+        .app_data(web::Data::new(closing))
+        .app_data(json_config())
+        .app_data(path_config())
+        .app_data(query_config())
+        .service(resource("/health", &["GET"]).route(web::get().to(health)))
+        .service(resource("/status", &["GET"]).route(web::get().to(status)))
+        .service(
+            resource("/config", &["GET", "POST"])
+                .route(web::get().to(get_config))
+                .route(web::post().to(post_config)),
+        )
+        .service(resource("/exchanges", &["GET"]).route(web::get().to(exchanges)))
+        .service(resource("/exchangeSymbols/{exchange}", &["GET"]).route(web::get().to(exchange_symbols)))
+        .service(resource("/exchangeSymbols", &["POST"]).route(web::post().to(set_symbols)))
+        .service(resource("/toggleExchange", &["POST"]).route(web::post().to(toggle_exchange)))
+        .service(resource("/ohlcv/{exchange}/{symbol}/{interval}", &["GET"]).route(web::get().to(ohlcv)))
+        .service(resource("/restart", &["POST"]).route(web::post().to(restart)))
+        .service(resource("/deleteDatabase", &["POST"]).route(web::post().to(delete_database)))
+        .service(resource("/databaseSymbols", &["GET"]).route(web::get().to(database_symbols)))
+        .service(resource("/ws", &["GET"]).route(web::get().to(ws::upgrade)))
+        .default_service(web::to(not_found));
+}
+
+/// A route whose other methods get a JSON 405 with an `Allow` header
+/// (actix-web's own 405 has an empty body).
+fn resource(path: &'static str, allowed: &'static [&'static str]) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        Err::<HttpResponse, _>(ApiError::method_not_allowed(req.method().as_str(), req.path(), allowed))
+    }))
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(req.method().as_str(), req.path()))
+}
+
+/// Asks the supervisor, giving up after [`CONTROL_TIMEOUT`].
+pub(crate) async fn ask<T>(command: impl Future<Output = Result<T, ControlError>>) -> Result<T, ApiError> {
+    match tokio::time::timeout(CONTROL_TIMEOUT, command).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(_) => Err(ApiError::unavailable(format!(
+            "the supervisor did not answer within {} s",
+            CONTROL_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn status(deps: Deps) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(status_value(&deps).await?))
+}
+
+/// The answer of `GET /status` and the `status` command.
+pub(crate) async fn status_value(deps: &GatewayDeps) -> Result<Value, ApiError> {
+    let report = ask(deps.control.status()).await?;
+    Ok(to_value(&report))
+}
+
+async fn get_config(deps: Deps) -> Result<HttpResponse, ApiError> {
+    let config = ask(deps.control.config()).await?;
+    Ok(HttpResponse::Ok().json(config))
+}
+
+async fn post_config(deps: Deps, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+    let config = Config::from_value(body.into_inner())
+        .map_err(|error| ApiError::bad_request("invalid_config", error.to_string()))?;
+    let applied = ask(deps.control.replace_config(config.clone())).await?;
+    Ok(HttpResponse::Ok().json(json!({"config": config, "applied": applied})))
+}
+
+async fn exchanges(deps: Deps) -> Result<HttpResponse, ApiError> {
+    let config = ask(deps.control.config()).await?;
+    Ok(HttpResponse::Ok().json(config.exchanges))
+}
+
+async fn exchange_symbols(deps: Deps, exchange: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let exchange = parse_exchange(&exchange, "exchange")?;
+    let symbols = ask(deps.control.exchange_symbols(exchange)).await?;
+    Ok(HttpResponse::Ok().json(json!({"exchange": exchange, "symbols": symbols})))
+}
+
+async fn set_symbols(deps: Deps, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+    let (exchange, symbols) = parse_set_symbols(&body)?;
+    let config = ask(deps.control.set_symbols(exchange, symbols)).await?;
+    Ok(HttpResponse::Ok().json(json!({"exchange": exchange, "config": config})))
+}
+
+async fn toggle_exchange(deps: Deps, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+    let (exchange, enabled) = parse_toggle(&body)?;
+    let config = ask(deps.control.toggle_exchange(exchange, enabled)).await?;
+    Ok(HttpResponse::Ok().json(json!({"exchange": exchange, "enabled": config.enabled, "config": config})))
+}
+
+/// The query string of `/ohlcv`, kept as text so that each bad value gets
+/// its own error code instead of a generic deserialisation error.
+#[derive(Debug, Default, Deserialize)]
+struct OhlcvParams {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+}
+
+async fn ohlcv(
+    deps: Deps,
+    path: web::Path<(String, String, String)>,
+    params: web::Query<OhlcvParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (exchange, symbol, interval) = path.into_inner();
+    let (key, query) = parse_ohlcv(&exchange, &symbol, &interval, &params)?;
+    let candles = deps.storage.candles(key, query).await?;
+    let rows: Vec<OhlcvRow> = candles.iter().map(OhlcvRow::from).collect();
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+/// One candle of `/ohlcv`, with the column names of the seed's `ohlcv`
+/// table. The series (exchange, symbol, interval) is not repeated in every
+/// row: it is in the URL.
+///
+/// ```json
+/// {"timestamp":1704277020000,"open":50000.0,"high":50100.0,"low":49900.0,
+///  "close":50050.0,"volume":100.5,"closed":true}
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OhlcvRow {
+    /// Open time, UTC ms.
+    pub timestamp: i64,
+    /// First traded price of the interval.
+    pub open: f64,
+    /// Highest traded price.
+    pub high: f64,
+    /// Lowest traded price.
+    pub low: f64,
+    /// Last traded price (so far, while open).
+    pub close: f64,
+    /// Traded volume in the base asset.
+    pub volume: f64,
+    /// Whether the candle is final.
+    pub closed: bool,
+}
+
+impl From<&Candle> for OhlcvRow {
+    fn from(c: &Candle) -> Self {
+        OhlcvRow {
+            timestamp: c.open_time,
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            volume: c.volume,
+            closed: c.closed,
+        }
+    }
+}
+
+async fn restart(deps: Deps) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(restart_value(&deps).await?))
+}
+
+/// The answer of `POST /restart` and the `reload` command.
+pub(crate) async fn restart_value(deps: &GatewayDeps) -> Result<Value, ApiError> {
+    let applied = ask(deps.control.restart()).await?;
+    Ok(json!({"restarted": true, "applied": applied}))
+}
+
+async fn delete_database(deps: Deps) -> Result<HttpResponse, ApiError> {
+    ask(deps.control.delete_database()).await?;
+    Ok(HttpResponse::Ok().json(json!({"deleted": true})))
+}
+
+async fn database_symbols(deps: Deps) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(series_value(&deps).await?))
+}
+
+/// One stored series, as `/databaseSymbols` and the `list` command show it.
+///
+/// ```json
+/// {"exchange":"simulated","symbol":"BTCUSDT","interval":"1m",
+///  "count":1440,"first":1704153600000,"last":1704239940000}
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesRow {
+    /// Exchange id.
+    pub exchange: ExchangeId,
+    /// Normalised symbol.
+    pub symbol: Symbol,
+    /// Interval name.
+    pub interval: Interval,
+    /// Candles stored (and queued).
+    pub count: u64,
+    /// Open time of the oldest candle, UTC ms.
+    pub first: i64,
+    /// Open time of the newest candle, UTC ms.
+    pub last: i64,
+}
+
+impl From<SeriesSummary> for SeriesRow {
+    fn from(s: SeriesSummary) -> Self {
+        SeriesRow {
+            exchange: s.key.exchange,
+            symbol: s.key.symbol,
+            interval: s.key.interval,
+            count: s.count,
+            first: s.first,
+            last: s.last,
+        }
+    }
+}
+
+/// The answer of `GET /databaseSymbols` and the `list` command.
+pub(crate) async fn series_value(deps: &GatewayDeps) -> Result<Value, ApiError> {
+    let series = deps.storage.series().await?;
+    let rows: Vec<SeriesRow> = series.into_iter().map(SeriesRow::from).collect();
+    Ok(to_value(&rows))
+}
+
+fn to_value<T: Serialize>(value: &T) -> Value {
+    // Our report types have string keys only, so this cannot fail.
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+// ---- validation ---------------------------------------------------------
+
+fn parse_exchange(text: &str, key: &str) -> Result<ExchangeId, ApiError> {
+    text.parse()
+        .map_err(|error| ApiError::bad_request("unknown_exchange", format!("{key}: {error}")))
+}
+
+fn parse_ohlcv(
+    exchange: &str,
+    symbol: &str,
+    interval: &str,
+    params: &OhlcvParams,
+) -> Result<(SeriesKey, CandleQuery), ApiError> {
+    let exchange = parse_exchange(exchange, "exchange")?;
+    let symbol =
+        Symbol::new(symbol).map_err(|error| ApiError::bad_request("invalid_symbol", format!("symbol: {error}")))?;
+    let interval: Interval = interval
+        .parse()
+        .map_err(|error| ApiError::bad_request("unknown_interval", format!("interval: {error}")))?;
+    let from = time_param("from", params.from.as_deref())?;
+    let to = time_param("to", params.to.as_deref())?;
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            return Err(ApiError::bad_request(
+                "bad_range",
+                format!("from ({from}) is after to ({to})"),
+            ));
+        }
+    }
+    let limit = match params.limit.as_deref() {
+        None | Some("") => DEFAULT_OHLCV_LIMIT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_OHLCV_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_limit",
+                    format!("limit: {text:?} is not a whole number from 1 to {MAX_OHLCV_LIMIT}"),
+                )
+            })?,
+    };
+    Ok((
+        SeriesKey::new(exchange, symbol, interval),
+        CandleQuery { from, to, limit },
+    ))
+}
+
+/// A `from`/`to` value: UTC milliseconds, an integer ≥ 0. Empty means
+/// absent, as a form or a careless URL template sends it.
+fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|t| *t >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_request",
+                    format!("{name}: {text:?} is not a time in UTC milliseconds (a whole number ≥ 0)"),
+                )
+            }),
+    }
+}
+
+/// The body as an object with only the `allowed` keys.
+fn body_object<'a>(body: &'a Value, allowed: &[&str], example: &str) -> Result<&'a Map<String, Value>, ApiError> {
+    let object = body.as_object().ok_or_else(|| {
+        ApiError::bad_request("bad_request", format!("request body must be a JSON object like {example}"))
+    })?;
+    if let Some(key) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(
+            "bad_request",
+            format!("{key}: unknown field; expected {}", allowed.join(", ")),
+        ));
+    }
+    Ok(object)
+}
+
+fn exchange_field(object: &Map<String, Value>) -> Result<ExchangeId, ApiError> {
+    match object.get("exchange") {
+        None => Err(ApiError::bad_request("bad_request", "exchange: missing")),
+        Some(Value::String(text)) => parse_exchange(text, "exchange"),
+        Some(other) => Err(ApiError::bad_request(
+            "bad_request",
+            format!("exchange: expected a string like \"binance_futures\", got {other}"),
+        )),
+    }
+}
+
+fn parse_set_symbols(body: &Value) -> Result<(ExchangeId, Vec<Symbol>), ApiError> {
+    let object = body_object(
+        body,
+        &["exchange", "symbols"],
+        r#"{"exchange":"binance_futures","symbols":["BTCUSDT"]}"#,
+    )?;
+    let exchange = exchange_field(object)?;
+    let items = match object.get("symbols") {
+        None => return Err(ApiError::bad_request("bad_request", "symbols: missing")),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                format!("symbols: expected an array of symbols like [\"BTCUSDT\"], got {other}"),
+            ))
+        }
+    };
+    if items.len() > MAX_SYMBOLS_PER_EXCHANGE {
+        return Err(ApiError::bad_request(
+            "too_many_symbols",
+            format!(
+                "symbols: {} given, at most {MAX_SYMBOLS_PER_EXCHANGE} are allowed per exchange",
+                items.len()
+            ),
+        ));
+    }
+    let mut symbols: Vec<Symbol> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let Value::String(text) = item else {
+            return Err(ApiError::bad_request(
+                "invalid_symbol",
+                format!("symbols[{i}]: expected a string like \"BTCUSDT\", got {item}"),
+            ));
+        };
+        let symbol = Symbol::new(text)
+            .map_err(|error| ApiError::bad_request("invalid_symbol", format!("symbols[{i}]: {error}")))?;
+        if symbols.contains(&symbol) {
+            return Err(ApiError::bad_request(
+                "duplicate_symbol",
+                format!("symbols[{i}]: {symbol} is listed twice"),
+            ));
+        }
+        symbols.push(symbol);
+    }
+    Ok((exchange, symbols))
+}
+
+fn parse_toggle(body: &Value) -> Result<(ExchangeId, Option<bool>), ApiError> {
+    let object = body_object(
+        body,
+        &["exchange", "enabled"],
+        r#"{"exchange":"binance_futures","enabled":true}"#,
+    )?;
+    let exchange = exchange_field(object)?;
+    let enabled = match object.get("enabled") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(enabled)) => Some(*enabled),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                format!("enabled: expected true or false (or nothing, to toggle), got {other}"),
+            ))
+        }
+    };
+    Ok((exchange, enabled))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! The gateway: HTTP API and WebSocket for UI clients.
+//!
+//! - [`bind_server`] builds and binds the actix-web server ([`http`] routes,
+//!   [`ws`] sessions) over the shared [`GatewayDeps`];
+//! - [`Gateway`] is the supervised actor around it: it drives the server,
+//!   reports an unexpected end of the server as an early stop, sends
+//!   heartbeats, and stops the server gracefully on [`StopGateway`];
+//! - [`broadcast`] fans server messages out to every client, [`logs`]
+//!   forwards the process's log lines, [`protocol`] defines the messages,
+//!   [`errors`] the HTTP error shape.
+//!
+//! The server itself runs on its own actix-web worker threads; the actor
+//! only owns its lifetime. The supervisor owns shutdown, so the server
+//! installs no signal handlers.
+
+pub mod broadcast;
+pub mod errors;
+pub mod http;
+pub mod logs;
+pub mod protocol;
+pub mod ws;
+
+#[cfg(test)]
+mod test_support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use actix::prelude::*;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer};
+use tokio::sync::watch;
+
+use self::broadcast::Broadcaster;
+use self::logs::LogHistory;
+use self::ws::SessionClosing;
+use crate::control::Control;
+use crate::lifecycle::{ChildId, Heartbeat, HeartbeatSink, LifeGuard};
+use crate::storage::StorageHandle;
+use crate::HEARTBEAT_INTERVAL;
+
+/// How long a graceful stop waits for requests in flight before the
+/// workers are stopped anyway. WebSocket sessions are told to close first,
+/// so this only bounds slow HTTP requests; 5 s stays well inside the 10 s
+/// a process manager usually allows between SIGTERM and SIGKILL.
+pub const SHUTDOWN_TIMEOUT_S: u64 = 5;
+
+/// What the routes and sessions need: the supervisor to command, the
+/// storage thread to read, and the live message streams. Cheap to clone.
+#[derive(Clone)]
+pub struct GatewayDeps {
+    /// The supervisor, for every command.
+    pub control: Arc<dyn Control>,
+    /// The storage thread, for `/ohlcv`, `/databaseSymbols` and `list`.
+    pub storage: StorageHandle,
+    /// Server messages for WebSocket clients.
+    pub broadcaster: Broadcaster,
+    /// Recent log lines, sent to each client on connect.
+    pub logs: LogHistory,
+}
+
+/// Builds the HTTP server on `addr` (port 0 picks a free port) with
+/// `workers` worker threads (at least one), and binds it.
+///
+/// Returns the server, not yet started (it runs once polled, which
+/// [`Gateway`] does), and the address actually bound.
+///
+/// # Errors
+/// The OS error if the address cannot be bound (in use, not permitted).
+pub fn bind_server(deps: GatewayDeps, addr: SocketAddr, workers: usize) -> std::io::Result<(Server, SocketAddr)> {
+    let (close_sessions, closing) = watch::channel(false);
+    let closing = SessionClosing(closing);
+    let server = HttpServer::new(move || {
+        let deps = deps.clone();
+        let closing = closing.clone();
+        App::new().configure(move |cfg| http::configure(cfg, deps, closing))
+    })
+    .disable_signals()
+    .workers(workers.max(1))
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
+    .bind(addr)?;
+    let bound = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other(format!("binding {addr} gave no address")))?;
+    let server = server.run();
+    closers::register(bound, close_sessions);
+    Ok((server, bound))
+}
+
+/// The close signals of bound servers, until their [`Gateway`] takes them.
+///
+/// [`bind_server`] and [`Gateway::new`] only share the bound address, and
+/// actix-web gives handlers no signal when a graceful stop begins; without
+/// one, every open WebSocket would hold a stop for the full
+/// [`SHUTDOWN_TIMEOUT_S`]. So the signal travels from one to the other here.
+mod closers {
+    use super::*;
+
+    static PENDING: Mutex<Vec<(SocketAddr, watch::Sender<bool>)>> = Mutex::new(Vec::new());
+
+    pub(super) fn register(addr: SocketAddr, sender: watch::Sender<bool>) {
+        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        // A server bound earlier on the same address is gone (the OS
+        // would not have bound it twice); its entry is stale.
+        pending.retain(|(a, _)| *a != addr);
+        pending.push((addr, sender));
+    }
+
+    pub(super) fn take(addr: SocketAddr) -> Option<watch::Sender<bool>> {
+        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = pending.iter().position(|(a, _)| *a == addr)?;
+        Some(pending.swap_remove(index).1)
+    }
+}
+
+/// The supervised actor around the HTTP server.
+pub struct Gateway {
+    server: Option<Server>,
+    handle: ServerHandle,
+    addr: SocketAddr,
+    broadcaster: Broadcaster,
+    heartbeats: HeartbeatSink,
+    guard: LifeGuard,
+    close_sessions: Option<watch::Sender<bool>>,
+    /// Set once asked to stop: the server ending is then expected.
+    stopping: bool,
+    cpu: ServerCpuMeter,
+}
+
+impl Gateway {
+    /// An actor that will run `server` (from [`bind_server`], bound on
+    /// `addr`) once started.
+    pub fn new(
+        server: Server,
+        addr: SocketAddr,
+        broadcaster: Broadcaster,
+        heartbeats: HeartbeatSink,
+        guard: LifeGuard,
+    ) -> Self {
+        Gateway {
+            handle: server.handle(),
+            server: Some(server),
+            addr,
+            broadcaster,
+            heartbeats,
+            guard,
+            close_sessions: closers::take(addr),
+            stopping: false,
+            cpu: ServerCpuMeter::default(),
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        let mut metrics = serde_json::Map::new();
+        metrics.insert("clients".into(), self.broadcaster.clients().into());
+        metrics.insert("published".into(), self.broadcaster.published().into());
+        metrics.insert("address".into(), self.addr.to_string().into());
+        metrics.insert("cpuUser".into(), format!("{:.2}", self.cpu.sample()).into());
+        metrics.insert("timestamp".into(), ohlcv_domain::time::now_ms().into());
+        self.heartbeats.send(Heartbeat {
+            child: ChildId::Gateway,
+            generation: self.guard.generation(),
+            metrics,
+        });
+    }
+
+    fn close_sessions(&self) {
+        if let Some(sender) = &self.close_sessions {
+            sender.send_replace(true);
+        }
+    }
+}
+
+impl Actor for Gateway {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(server) = self.server.take() {
+            ctx.spawn(server.into_actor(self).map(|result, act, ctx| {
+                if act.stopping {
+                    return;
+                }
+                match result {
+                    Ok(()) => tracing::error!(address = %act.addr, "http server stopped unexpectedly"),
+                    Err(error) => tracing::error!(address = %act.addr, %error, "http server failed"),
+                }
+                ctx.stop();
+            }));
+        }
+        tracing::info!(address = %self.addr, success = true, "gateway listening");
+        self.heartbeat();
+        ctx.run_interval(HEARTBEAT_INTERVAL, |act, _| act.heartbeat());
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // However the actor ends (stop, panic), its clients are told and
+        // its server does not outlive it holding the port. Stopping is
+        // idempotent: after a graceful stop these are no-ops.
+        self.close_sessions();
+        drop(self.handle.stop(false));
+    }
+}
+
+/// Asks the gateway to stop: WebSocket clients get a Close frame, requests
+/// in flight finish (up to [`SHUTDOWN_TIMEOUT_S`]), the port is released,
+/// then the actor stops. Answered once all that is done.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct StopGateway;
+
+impl Handler<StopGateway> for Gateway {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: StopGateway, _ctx: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        self.close_sessions();
+        let handle = self.handle.clone();
+        Box::pin(async move { handle.stop(true).await }.into_actor(self).map(|(), act, ctx| {
+            tracing::info!(address = %act.addr, "gateway stopped");
+            ctx.stop();
+        }))
+    }
+}
+
+/// CPU use of the HTTP server's threads (its workers and its acceptor),
+/// where all the gateway's work happens, as a percentage of one core over
+/// each heartbeat interval. Linux only (0 elsewhere); with several servers
+/// in one process (tests) it counts them all.
+#[derive(Debug, Default)]
+struct ServerCpuMeter {
+    last: Option<(std::time::Instant, f64)>,
+}
+
+impl ServerCpuMeter {
+    fn sample(&mut self) -> f64 {
+        let now = std::time::Instant::now();
+        let Some(cpu) = server_cpu_seconds() else {
+            return 0.0;
+        };
+        let percent = match self.last {
+            Some((then, before)) => {
+                let wall = now.duration_since(then).as_secs_f64();
+                if wall > 0.0 {
+                    ((cpu - before) / wall * 100.0).max(0.0)
+                } else {
+                    0.0
+                }
+            }
+            None => 0.0,
+        };
+        self.last = Some((now, cpu));
+        percent
+    }
+}
+
+/// CPU seconds (user + system) of the process's `actix-server …` threads.
+fn server_cpu_seconds() -> Option<f64> {
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let Ok(stat) = std::fs::read_to_string(task.ok()?.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // `tid (comm) state …`; the kernel keeps 15 bytes of the name.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !stat[open + 1..close].starts_with("actix-server") {
+            continue;
+        }
+        let mut fields = stat[close + 1..].split_ascii_whitespace();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let utime: f64 = fields.nth(11)?.parse().ok()?;
+        let stime: f64 = fields.next()?.parse().ok()?;
+        // USER_HZ is 100 on every mainstream Linux platform.
+        total += (utime + stime) / 100.0;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+//! The side of the storage actor that other actors hold.
+
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+use ohlcv_domain::{Candle, SeriesKey};
+use ohlcv_storage::{CandleQuery, CandleQueue, SeriesSummary, StorageError};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::worker::{Request, StorageSettings};
+
+/// Why a request to the storage thread got no answer from the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageRequestError {
+    /// The request channel is full: the thread is far behind.
+    #[error("storage is busy; try again")]
+    Busy,
+    /// The thread is not running (restarting, or shut down).
+    #[error("storage is not running")]
+    Gone,
+    /// The database answered with an error.
+    #[error(transparent)]
+    Failed(#[from] StorageError),
+}
+
+/// Counters of the storage thread, for `/status` and `worker_metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StorageStats {
+    /// Candle updates waiting to be written.
+    pub queued: usize,
+    /// Successful batch writes since start.
+    pub flushes: u64,
+    /// Candle rows written since start.
+    pub rows_written: u64,
+    /// Batch writes that failed (and were retried).
+    pub failed_flushes: u64,
+    /// The last write error, if the last write failed.
+    pub last_error: Option<String>,
+    /// Duration of the last successful write, in milliseconds.
+    pub last_flush_ms: f64,
+    /// Candles deleted by `max_records` retention since start.
+    pub rows_deleted: u64,
+    /// Database file size including WAL, in bytes.
+    pub db_size_bytes: u64,
+}
+
+/// The handle to the storage thread that every other actor holds. Cheap to
+/// clone; stays valid across restarts of the thread.
+#[derive(Clone)]
+pub struct StorageHandle {
+    pub(super) candles: Sender<Candle>,
+    pub(super) requests: Sender<Request>,
+}
+
+impl StorageHandle {
+    /// Queues a candle update without waiting.
+    ///
+    /// # Errors
+    /// Gives the candle back when the channel is full or the thread is gone,
+    /// so the caller can keep it (see [`CandleSink`]).
+    pub fn try_submit(&self, candle: Candle) -> Result<(), Candle> {
+        self.candles.try_send(candle).map_err(|e| match e {
+            TrySendError::Full(c) | TrySendError::Disconnected(c) => c,
+        })
+    }
+
+    /// Candles of `key` matching `query`, queued updates included.
+    ///
+    /// # Errors
+    /// [`StorageRequestError`].
+    pub async fn candles(&self, key: SeriesKey, query: CandleQuery) -> Result<Vec<Candle>, StorageRequestError> {
+        Ok(self.ask(|reply| Request::Candles { key, query, reply }).await??)
+    }
+
+    /// Open time of the newest candle of `key`, queued updates included.
+    ///
+    /// # Errors
+    /// [`StorageRequestError`].
+    pub async fn last_open_time(&self, key: SeriesKey) -> Result<Option<i64>, StorageRequestError> {
+        Ok(self.ask(|reply| Request::LastOpenTime { key, reply }).await??)
+    }
+
+    /// The series present, with counts and time ranges.
+    ///
+    /// # Errors
+    /// [`StorageRequestError`].
+    pub async fn series(&self) -> Result<Vec<SeriesSummary>, StorageRequestError> {
+        Ok(self.ask(|reply| Request::Series { reply }).await??)
+    }
+
+    /// The thread's counters.
+    ///
+    /// # Errors
+    /// [`StorageRequestError::Busy`] or [`StorageRequestError::Gone`].
+    pub async fn stats(&self) -> Result<StorageStats, StorageRequestError> {
+        self.ask(|reply| Request::Stats { reply }).await
+    }
+
+    /// Writes everything queued now; answers the number of rows written.
+    ///
+    /// # Errors
+    /// [`StorageRequestError`]; on a failed write the queue is kept.
+    pub async fn flush(&self) -> Result<usize, StorageRequestError> {
+        Ok(self.ask(|reply| Request::Flush { reply }).await??)
+    }
+
+    /// Deletes every stored and queued candle, keeping the schema.
+    ///
+    /// # Errors
+    /// [`StorageRequestError`].
+    pub async fn clear(&self) -> Result<(), StorageRequestError> {
+        Ok(self.ask(|reply| Request::Clear { reply }).await??)
+    }
+
+    /// Applies new batch and retention settings.
+    ///
+    /// # Errors
+    /// [`StorageRequestError::Busy`] or [`StorageRequestError::Gone`].
+    pub async fn reconfigure(&self, settings: StorageSettings) -> Result<(), StorageRequestError> {
+        self.ask(|reply| Request::Reconfigure { settings, reply }).await
+    }
+
+    /// Drains every candle sent so far, writes the queue (retrying for a
+    /// while if the database refuses) and ends the thread. Answers the
+    /// number of rows written.
+    ///
+    /// # Errors
+    /// [`StorageRequestError`]; `Failed` means candles could not be saved.
+    pub async fn shutdown(&self) -> Result<usize, StorageRequestError> {
+        Ok(self.ask(|reply| Request::Shutdown { reply }).await??)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, StorageRequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.try_send(make(reply)).map_err(|e| match e {
+            TrySendError::Full(_) => StorageRequestError::Busy,
+            TrySendError::Disconnected(_) => StorageRequestError::Gone,
+        })?;
+        answer.await.map_err(|_| StorageRequestError::Gone)
+    }
+}
+
+/// A datasource's way to hand candles to storage without ever blocking its
+/// thread and without losing any: when the channel is full, updates wait
+/// in a local latest-wins queue (bounded by the number of distinct candles,
+/// not by the update rate) and are retried on the next submit or
+/// [`retry`](CandleSink::retry).
+pub struct CandleSink {
+    handle: StorageHandle,
+    overflow: CandleQueue,
+    overflowed: u64,
+}
+
+impl CandleSink {
+    /// A sink writing through `handle`.
+    pub fn new(handle: StorageHandle) -> Self {
+        CandleSink {
+            handle,
+            overflow: CandleQueue::default(),
+            overflowed: 0,
+        }
+    }
+
+    /// Hands `candle` to storage, or keeps it until there is room.
+    pub fn submit(&mut self, candle: Candle) {
+        if !self.overflow.is_empty() {
+            self.retry();
+        }
+        if self.overflow.is_empty() {
+            if let Err(candle) = self.handle.try_submit(candle) {
+                self.keep(candle);
+            }
+        } else {
+            // Keep order per candle: a newer update must not overtake an
+            // older one still waiting here.
+            self.keep(candle);
+        }
+    }
+
+    /// Moves kept updates to the channel while it has room.
+    pub fn retry(&mut self) {
+        if self.overflow.is_empty() {
+            return;
+        }
+        let mut kept = self.overflow.take_all().into_iter();
+        for candle in kept.by_ref() {
+            if let Err(candle) = self.handle.try_submit(candle) {
+                self.overflow.push(candle);
+                break;
+            }
+        }
+        for candle in kept {
+            self.overflow.push(candle);
+        }
+    }
+
+    /// Updates waiting locally for room in the channel.
+    pub fn pending(&self) -> usize {
+        self.overflow.len()
+    }
+
+    /// Times an update had to wait locally since start.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed
+    }
+
+    /// Hands every kept update over, waiting up to `timeout` in total for
+    /// room. Only for a stopping datasource, whose thread has nothing else
+    /// to do; answers how many updates could not be handed over.
+    pub fn drain_blocking(&mut self, timeout: Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut kept = self.overflow.take_all().into_iter();
+        for candle in kept.by_ref() {
+            if let Err(refused) = self.handle.candles.send_deadline(candle, deadline) {
+                self.overflow.push(refused.into_inner());
+                break;
+            }
+        }
+        for candle in kept {
+            self.overflow.push(candle);
+        }
+        self.overflow.len()
+    }
+
+    fn keep(&mut self, candle: Candle) {
+        self.overflowed += 1;
+        self.overflow.push(candle);
+    }
+}

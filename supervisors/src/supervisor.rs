@@ -1,0 +1,724 @@
+//! The supervisor actor.
+//!
+//! Children: the storage thread, the monitor, the gateway and one
+//! datasource per enabled exchange. Each child carries a
+//! [`LifeGuard`] that reports its death (panic or early stop); the monitor
+//! reports children that missed three heartbeats. Either way the child is
+//! restarted alone (`one_for_one`) after a backoff, and marked `failed` and
+//! retried on a slow schedule when it dies too often. The process never
+//! exits because one child misbehaves.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use ohlcv_actors::control::{ApplyReport, ChildStatus, ControlError, StatusReport};
+use ohlcv_actors::datasource::exchanges;
+use ohlcv_actors::datasource::source::MarketSource;
+use ohlcv_actors::datasource::{Datasource, DatasourceDeps, DatasourceSettings, ReloadSettings, StopDatasource};
+use ohlcv_actors::gateway::broadcast::Broadcaster;
+use ohlcv_actors::gateway::logs::LogHistory;
+use ohlcv_actors::gateway::{bind_server, Gateway, GatewayDeps, StopGateway};
+use ohlcv_actors::lifecycle::{ChildExited, ChildId, ExitReason, HeartbeatSink, LifeGuard};
+use ohlcv_actors::monitor::{HeartbeatBoard, Monitor, MonitorDeps, Unwatch, Watch, WorkerStalled};
+use ohlcv_actors::storage::{spawn_storage, StorageChannels, StorageHandle, StorageSettings};
+use ohlcv_domain::config::{Config, ConfigError, ConfigStore};
+use ohlcv_domain::time::now_ms;
+use ohlcv_domain::ExchangeId;
+use ohlcv_storage::Database;
+use tokio::sync::oneshot;
+
+use crate::control::SupervisorControl;
+use crate::policy::{with_jitter, RestartDecision, RestartPolicy, RestartTracker};
+
+/// How long a datasource may take to hand over its last updates and stop
+/// before the supervisor abandons its thread (a blocked thread never
+/// answers).
+const DATASOURCE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the gateway may take to finish open requests at shutdown.
+const GATEWAY_STOP_TIMEOUT: Duration = Duration::from_secs(6);
+/// HTTP worker threads: UI clients are few, and every thread costs memory.
+const GATEWAY_WORKERS: usize = 2;
+
+/// Everything the supervisor starts from, prepared by `main`.
+pub struct SupervisorSetup {
+    /// The config file.
+    pub store: ConfigStore,
+    /// Its validated content.
+    pub config: Config,
+    /// The opened database (opened by `main` so that a refused file stops
+    /// the process before anything starts).
+    pub database: Database,
+    /// Fan-out to UI clients (shared with the log layer).
+    pub broadcaster: Broadcaster,
+    /// Log history (shared with the log layer).
+    pub logs: LogHistory,
+    /// Told the exit code if the supervisor cannot go on (the HTTP port
+    /// cannot be bound at start).
+    pub fatal: oneshot::Sender<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    Restarting,
+    Failed,
+    Stopped,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Restarting => "restarting",
+            State::Failed => "failed",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+enum Handle {
+    None,
+    Storage,
+    Monitor(Addr<Monitor>, ArbiterHandle),
+    Gateway(Addr<Gateway>),
+    Datasource {
+        addr: Addr<Datasource>,
+        arbiter: ArbiterHandle,
+        retired: Arc<AtomicBool>,
+    },
+}
+
+struct Child {
+    generation: u64,
+    state: State,
+    restarts: u32,
+    last_error: Option<String>,
+    started_at: Option<Instant>,
+    started_at_ms: Option<i64>,
+    tracker: RestartTracker,
+    handle: Handle,
+    pending_restart: Option<SpawnHandle>,
+}
+
+impl Child {
+    fn new() -> Self {
+        Child {
+            generation: 0,
+            state: State::Stopped,
+            restarts: 0,
+            last_error: None,
+            started_at: None,
+            started_at_ms: None,
+            tracker: RestartTracker::default(),
+            handle: Handle::None,
+            pending_restart: None,
+        }
+    }
+}
+
+/// The supervisor actor. Runs on the system arbiter.
+pub struct Supervisor {
+    store: ConfigStore,
+    config: Config,
+    database_path: PathBuf,
+    first_database: Option<Database>,
+    policy: RestartPolicy,
+    children: BTreeMap<ChildId, Child>,
+    storage: StorageChannels,
+    broadcaster: Broadcaster,
+    logs: LogHistory,
+    heartbeats: HeartbeatSink,
+    board: HeartbeatBoard,
+    sources: HashMap<ExchangeId, Arc<dyn MarketSource>>,
+    gateway_addr: Option<SocketAddr>,
+    next_generation: u64,
+    started: Instant,
+    shutting_down: bool,
+    fatal: Option<oneshot::Sender<i32>>,
+}
+
+impl Supervisor {
+    /// A supervisor that starts every child when started.
+    pub fn new(setup: SupervisorSetup) -> Self {
+        let database_path = setup.database.path().to_path_buf();
+        Supervisor {
+            store: setup.store,
+            config: setup.config,
+            database_path,
+            first_database: Some(setup.database),
+            policy: RestartPolicy::default(),
+            children: BTreeMap::new(),
+            storage: StorageChannels::new(),
+            broadcaster: setup.broadcaster,
+            logs: setup.logs,
+            heartbeats: HeartbeatSink::default(),
+            board: HeartbeatBoard::default(),
+            sources: HashMap::new(),
+            gateway_addr: None,
+            next_generation: 0,
+            started: Instant::now(),
+            shutting_down: false,
+            fatal: Some(setup.fatal),
+        }
+    }
+
+    /// Uses `policy` instead of the default (tests shorten the delays).
+    pub fn with_policy(mut self, policy: RestartPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    fn storage_handle(&self) -> StorageHandle {
+        self.storage.handle()
+    }
+
+    fn storage_settings(config: &Config) -> StorageSettings {
+        StorageSettings {
+            batch_interval: Duration::from_millis(config.batch_interval),
+            max_records: config.max_records,
+        }
+    }
+
+    fn datasource_settings(config: &Config, exchange: ExchangeId) -> DatasourceSettings {
+        DatasourceSettings {
+            symbols: config
+                .exchanges
+                .get(&exchange)
+                .map(|e| e.symbols.clone())
+                .unwrap_or_default(),
+            intervals: config.intervals.clone(),
+            bootstrap_load: config.bootstrap_load,
+        }
+    }
+
+    fn guard(&mut self, ctx: &mut Context<Self>, id: ChildId) -> LifeGuard {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let child = self.children.entry(id).or_insert_with(Child::new);
+        child.generation = generation;
+        LifeGuard::new(id, generation, ctx.address().recipient())
+    }
+
+    /// Starts (or restarts) one child; a failure to start counts as a death.
+    fn start_child(&mut self, ctx: &mut Context<Self>, id: ChildId) {
+        if self.shutting_down {
+            return;
+        }
+        if let Some(child) = self.children.get_mut(&id) {
+            if let Some(timer) = child.pending_restart.take() {
+                ctx.cancel_future(timer);
+            }
+        }
+        let guard = self.guard(ctx, id);
+        let generation = guard.generation();
+        match self.spawn_child(ctx, id, guard) {
+            Ok(handle) => {
+                let child = self.children.entry(id).or_insert_with(Child::new);
+                child.handle = handle;
+                child.state = State::Running;
+                child.started_at = Some(Instant::now());
+                child.started_at_ms = Some(now_ms());
+                self.watch(id, generation);
+            }
+            Err(error) => {
+                tracing::error!(child = %id, %error, "child could not start");
+                self.child_died(ctx, id, error);
+            }
+        }
+    }
+
+    fn spawn_child(&mut self, ctx: &mut Context<Self>, id: ChildId, guard: LifeGuard) -> Result<Handle, String> {
+        match id {
+            ChildId::Storage => {
+                let database = match self.first_database.take() {
+                    Some(db) => db,
+                    None => Database::open(&self.database_path).map_err(|e| e.to_string())?,
+                };
+                spawn_storage(
+                    database,
+                    &self.storage,
+                    Self::storage_settings(&self.config),
+                    self.heartbeats.clone(),
+                    guard,
+                )
+                .map_err(|e| format!("storage thread: {e}"))?;
+                Ok(Handle::Storage)
+            }
+            ChildId::Monitor => {
+                let deps = MonitorDeps {
+                    broadcaster: self.broadcaster.clone(),
+                    stalls: ctx.address().recipient(),
+                    board: self.board.clone(),
+                    database_path: self.database_path.clone(),
+                };
+                let arbiter = Arbiter::new().handle();
+                let addr = Monitor::start_in_arbiter(&arbiter, move |_| Monitor::new(deps, guard));
+                self.heartbeats.set(addr.clone().recipient());
+                // A new monitor knows nobody yet: watch every running child.
+                for (child_id, child) in &self.children {
+                    if child.state == State::Running && *child_id != ChildId::Monitor {
+                        addr.do_send(Watch {
+                            child: *child_id,
+                            generation: child.generation,
+                        });
+                    }
+                }
+                Ok(Handle::Monitor(addr, arbiter))
+            }
+            ChildId::Gateway => {
+                let deps = GatewayDeps {
+                    control: Arc::new(SupervisorControl::new(ctx.address())),
+                    storage: self.storage_handle(),
+                    broadcaster: self.broadcaster.clone(),
+                    logs: self.logs.clone(),
+                };
+                // A restart binds the port the first start got (which
+                // matters when the config asked for port 0).
+                let addr = self
+                    .gateway_addr
+                    .unwrap_or_else(|| SocketAddr::new(self.config.bind, self.config.port));
+                let (server, bound) =
+                    bind_server(deps, addr, GATEWAY_WORKERS).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                if self.gateway_addr.is_none() {
+                    // The one line on stdout: scripts and tests read the
+                    // address from it (port 0 picks a free port).
+                    println!("listening on http://{bound}");
+                }
+                self.gateway_addr = Some(bound);
+                let addr = Gateway::new(server, bound, self.broadcaster.clone(), self.heartbeats.clone(), guard).start();
+                Ok(Handle::Gateway(addr))
+            }
+            ChildId::Datasource(exchange) => {
+                let source = self.source(exchange)?;
+                let retired = Arc::new(AtomicBool::new(false));
+                let deps = DatasourceDeps {
+                    source,
+                    storage: self.storage_handle(),
+                    broadcaster: self.broadcaster.clone(),
+                    heartbeats: self.heartbeats.clone(),
+                    retired: retired.clone(),
+                };
+                let settings = Self::datasource_settings(&self.config, exchange);
+                let arbiter = Arbiter::new().handle();
+                let addr = Datasource::start_in_arbiter(&arbiter, move |_| Datasource::new(deps, settings, guard));
+                Ok(Handle::Datasource { addr, arbiter, retired })
+            }
+        }
+    }
+
+    /// The adapter of `exchange`, built once and kept across datasource
+    /// restarts.
+    fn source(&mut self, exchange: ExchangeId) -> Result<Arc<dyn MarketSource>, String> {
+        if let Some(source) = self.sources.get(&exchange) {
+            return Ok(source.clone());
+        }
+        let config = self.config.exchanges.get(&exchange).cloned().unwrap_or_else(|| {
+            ohlcv_domain::config::ExchangeConfig {
+                enabled: false,
+                symbols: Vec::new(),
+                rest_url: None,
+                ws_url: None,
+                simulation: None,
+            }
+        });
+        let source = exchanges::build(exchange, &config).map_err(|e| e.to_string())?;
+        self.sources.insert(exchange, source.clone());
+        Ok(source)
+    }
+
+    fn watch(&self, child: ChildId, generation: u64) {
+        if let Some(Handle::Monitor(addr, _)) = self.children.get(&ChildId::Monitor).map(|c| &c.handle) {
+            if child != ChildId::Monitor {
+                let _ = addr.try_send(Watch { child, generation });
+            }
+        }
+    }
+
+    fn unwatch(&self, child: ChildId) {
+        if let Some(Handle::Monitor(addr, _)) = self.children.get(&ChildId::Monitor).map(|c| &c.handle) {
+            let _ = addr.try_send(Unwatch { child });
+        }
+        self.board.remove(child);
+    }
+
+    /// Records a death and schedules the restart the policy decides.
+    fn child_died(&mut self, ctx: &mut Context<Self>, id: ChildId, error: String) {
+        let policy = self.policy;
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        let ran_for = child.started_at.map_or(Duration::ZERO, |t| t.elapsed());
+        child.last_error = Some(error.clone());
+        child.handle = Handle::None;
+        let delay = match child.tracker.on_exit(&policy, Instant::now(), ran_for) {
+            RestartDecision::RestartAfter(delay) => {
+                child.state = State::Restarting;
+                let delay = with_jitter(delay);
+                tracing::warn!(child = %id, error = %error, restart_in_ms = delay.as_millis() as u64, "child died; restarting");
+                delay
+            }
+            RestartDecision::GiveUp { retry_after } => {
+                child.state = State::Failed;
+                tracing::error!(child = %id, error = %error, retry_in_s = retry_after.as_secs(),
+                    "child failed too often; retrying on the slow schedule");
+                retry_after
+            }
+        };
+        child.restarts += 1;
+        let timer = ctx.run_later(delay, move |act, ctx| act.start_child(ctx, id));
+        if let Some(child) = self.children.get_mut(&id) {
+            child.pending_restart = Some(timer);
+        }
+    }
+
+    /// Takes a child out of service on purpose; its exit is then ignored.
+    /// Answers once a datasource has handed over its last updates (or was
+    /// abandoned after a timeout).
+    fn stop_child(&mut self, ctx: &mut Context<Self>, id: ChildId) -> impl Future<Output = ()> + 'static {
+        self.unwatch(id);
+        let handle = match self.children.get_mut(&id) {
+            Some(child) => {
+                if let Some(timer) = child.pending_restart.take() {
+                    ctx.cancel_future(timer);
+                }
+                child.state = State::Stopped;
+                child.started_at = None;
+                std::mem::replace(&mut child.handle, Handle::None)
+            }
+            None => Handle::None,
+        };
+        async move {
+            match handle {
+                Handle::Datasource { addr, arbiter, retired } => {
+                    if tokio::time::timeout(DATASOURCE_STOP_TIMEOUT, addr.send(StopDatasource))
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!(child = %id, "datasource did not stop in time; abandoning its thread");
+                    }
+                    retired.store(true, Ordering::Release);
+                    arbiter.stop();
+                }
+                Handle::Monitor(_, arbiter) => {
+                    arbiter.stop();
+                }
+                Handle::Gateway(addr) => {
+                    let _ = tokio::time::timeout(GATEWAY_STOP_TIMEOUT, addr.send(StopGateway)).await;
+                }
+                Handle::Storage | Handle::None => {}
+            }
+        }
+    }
+
+    fn datasource_ids(&self) -> Vec<ExchangeId> {
+        self.children
+            .iter()
+            .filter_map(|(id, child)| match (id, child.state) {
+                (ChildId::Datasource(exchange), State::Running | State::Restarting | State::Failed) => Some(*exchange),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Builds the `/status` report.
+    pub(crate) fn status(&self) -> StatusReport {
+        let children = self
+            .children
+            .iter()
+            .map(|(id, child)| {
+                let record = self.board.get(*id).filter(|r| r.generation == child.generation);
+                ChildStatus {
+                    name: id.to_string(),
+                    state: child.state.as_str().into(),
+                    restarts: child.restarts,
+                    last_error: child.last_error.clone(),
+                    started_at: child.started_at_ms.filter(|_| child.state == State::Running),
+                    last_heartbeat: record.as_ref().map(|r| r.at_ms),
+                    metrics: record.map(|r| r.metrics).unwrap_or_default(),
+                }
+            })
+            .collect();
+        StatusReport {
+            uptime_s: self.started.elapsed().as_secs(),
+            children,
+        }
+    }
+
+    pub(crate) fn config_path(&self) -> &std::path::Path {
+        self.store.path()
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Saves `config` atomically; nothing else changes when it is refused.
+    pub(crate) fn save_config(&self, config: &Config) -> Result<(), ControlError> {
+        self.store.save(config).map_err(config_error)
+    }
+
+    /// Re-reads the config file.
+    pub(crate) fn load_config(&self) -> Result<Config, ControlError> {
+        self.store.load().map_err(config_error)
+    }
+
+    /// Moves from the running config to `new`: starts, stops, reloads or
+    /// restarts what changed. `force_restart` restarts every datasource
+    /// with fresh adapters (the `/restart` route).
+    pub(crate) fn apply(
+        &mut self,
+        ctx: &mut Context<Self>,
+        new: Config,
+        force_restart: bool,
+    ) -> ResponseActFuture<Self, ApplyReport> {
+        let old = std::mem::replace(&mut self.config, new);
+        let new = self.config.clone();
+        let mut report = ApplyReport::default();
+        if old.port != new.port {
+            report.pending_restart.push("port");
+        }
+        if old.bind != new.bind {
+            report.pending_restart.push("bind");
+        }
+        if old.database_path != new.database_path {
+            report.pending_restart.push("database_path");
+        }
+        let storage = self.storage_handle();
+        let storage_settings = Self::storage_settings(&new);
+        let storage_changed = Self::storage_settings(&old) != storage_settings;
+
+        let mut stops = Vec::new();
+        let mut starts = Vec::new();
+        let mut reloads = Vec::new();
+        for exchange in ExchangeId::ALL {
+            let was = old.exchanges.get(&exchange).filter(|e| e.enabled);
+            let is = new.exchanges.get(&exchange).filter(|e| e.enabled);
+            let running = self.children.get(&ChildId::Datasource(exchange)).is_some_and(|c| c.state != State::Stopped);
+            match (was, is) {
+                (_, None) if running => {
+                    stops.push(exchange);
+                    report.stopped.push(exchange);
+                }
+                (_, None) => {}
+                (None, Some(_)) => {
+                    starts.push(exchange);
+                    report.started.push(exchange);
+                }
+                (Some(before), Some(after)) => {
+                    let adapter_changed = before.rest_url != after.rest_url
+                        || before.ws_url != after.ws_url
+                        || before.simulation != after.simulation;
+                    let settings_changed = Self::datasource_settings(&old, exchange)
+                        != Self::datasource_settings(&new, exchange);
+                    if force_restart || adapter_changed || !running {
+                        stops.push(exchange);
+                        starts.push(exchange);
+                        report.reloaded.push(exchange);
+                    } else if settings_changed {
+                        reloads.push(exchange);
+                        report.reloaded.push(exchange);
+                    }
+                }
+            }
+        }
+        if force_restart {
+            self.sources.clear();
+        }
+        for exchange in &starts {
+            let changed = old.exchanges.get(exchange).map(|e| (&e.rest_url, &e.ws_url, &e.simulation))
+                != new.exchanges.get(exchange).map(|e| (&e.rest_url, &e.ws_url, &e.simulation));
+            if changed {
+                self.sources.remove(exchange);
+            }
+        }
+        for exchange in reloads {
+            if let Some(Handle::Datasource { addr, .. }) =
+                self.children.get(&ChildId::Datasource(exchange)).map(|c| &c.handle)
+            {
+                let _ = addr.try_send(ReloadSettings(Self::datasource_settings(&new, exchange)));
+            }
+        }
+        let stopping: Vec<_> = stops
+            .into_iter()
+            .map(|exchange| self.stop_child(ctx, ChildId::Datasource(exchange)))
+            .collect();
+        let work = async move {
+            futures_util::future::join_all(stopping).await;
+            if storage_changed {
+                if let Err(error) = storage.reconfigure(storage_settings).await {
+                    tracing::warn!(%error, "storage settings not applied");
+                }
+            }
+        };
+        Box::pin(work.into_actor(self).map(move |(), act, ctx| {
+            act.start_datasources(ctx, starts);
+            report
+        }))
+    }
+
+    /// Starts the datasources of `exchanges` that are enabled.
+    pub(crate) fn start_datasources(&mut self, ctx: &mut Context<Self>, exchanges: Vec<ExchangeId>) {
+        for exchange in exchanges {
+            if self.config.exchanges.get(&exchange).is_some_and(|e| e.enabled) {
+                self.start_child(ctx, ChildId::Datasource(exchange));
+            }
+        }
+    }
+
+    /// Stops every datasource, waits, and answers which were running.
+    pub(crate) fn stop_datasources(&mut self, ctx: &mut Context<Self>) -> (Vec<ExchangeId>, impl Future<Output = ()> + 'static) {
+        let ids = self.datasource_ids();
+        let stopping: Vec<_> = ids
+            .iter()
+            .map(|exchange| self.stop_child(ctx, ChildId::Datasource(*exchange)))
+            .collect();
+        (ids, async move {
+            futures_util::future::join_all(stopping).await;
+        })
+    }
+
+    pub(crate) fn storage(&self) -> StorageHandle {
+        self.storage_handle()
+    }
+
+    pub(crate) fn cached_source(&mut self, exchange: ExchangeId) -> Result<Arc<dyn MarketSource>, String> {
+        self.source(exchange)
+    }
+}
+
+fn config_error(error: ConfigError) -> ControlError {
+    match error {
+        ConfigError::Io { .. } => ControlError::Internal(error.to_string()),
+        ConfigError::Parse { .. } | ConfigError::Invalid { .. } => {
+            ControlError::invalid("invalid_config", error.to_string())
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Commands can come in bursts (many UI clients); child deaths must
+        // still get through, so the mailbox is generous.
+        ctx.set_mailbox_capacity(1024);
+        self.start_child(ctx, ChildId::Storage);
+        self.start_child(ctx, ChildId::Monitor);
+        self.start_child(ctx, ChildId::Gateway);
+        if self.gateway_addr.is_none() {
+            // Nothing to serve: without the port the process is useless,
+            // and a second copy is probably running.
+            if let Some(fatal) = self.fatal.take() {
+                let _ = fatal.send(1);
+            }
+            return;
+        }
+        let enabled: Vec<ExchangeId> = self.config.enabled_exchanges().map(|(id, _)| id).collect();
+        for exchange in enabled {
+            self.start_child(ctx, ChildId::Datasource(exchange));
+        }
+    }
+}
+
+impl Handler<ChildExited> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
+        let Some(child) = self.children.get(&msg.child) else {
+            return;
+        };
+        if self.shutting_down || child.generation != msg.generation || child.state != State::Running {
+            return;
+        }
+        let error = match msg.reason {
+            ExitReason::Panicked(message) => format!("panicked: {message}"),
+            ExitReason::Stopped => "stopped unexpectedly".to_owned(),
+        };
+        self.unwatch(msg.child);
+        self.child_died(ctx, msg.child, error);
+    }
+}
+
+impl Handler<WorkerStalled> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerStalled, ctx: &mut Self::Context) {
+        let Some(child) = self.children.get_mut(&msg.child) else {
+            return;
+        };
+        if self.shutting_down || child.generation != msg.generation || child.state != State::Running {
+            return;
+        }
+        let error = format!(
+            "missed {} heartbeats (silent for {:.1} s)",
+            ohlcv_actors::MISSED_HEARTBEATS_LIMIT,
+            msg.silent_for.as_secs_f64()
+        );
+        // Retire the stalled incarnation: its thread may be blocked, so it
+        // cannot be asked to stop; it stops itself when it wakes up.
+        match std::mem::replace(&mut child.handle, Handle::None) {
+            Handle::Datasource { retired, arbiter, .. } => {
+                retired.store(true, Ordering::Release);
+                arbiter.stop();
+            }
+            Handle::Monitor(_, arbiter) => {
+                arbiter.stop();
+            }
+            // A stalled storage thread or gateway keeps running (it owns
+            // the queue or the port); the restart below replaces it once
+            // it exits, and its heartbeats are watched again.
+            other => child.handle = other,
+        }
+        if matches!(child.handle, Handle::None) {
+            self.unwatch(msg.child);
+            self.child_died(ctx, msg.child, error);
+        } else {
+            tracing::error!(child = %msg.child, %error, "child stalled; it cannot be replaced while it holds its resources");
+        }
+    }
+}
+
+/// Stops everything in order: datasources, then storage (which flushes
+/// every queued candle), then the gateway and the monitor. Answers when
+/// done, with whether every candle was saved.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ResponseActFuture<Self, bool>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        tracing::info!("shutting down");
+        let (_, datasources_stopped) = self.stop_datasources(ctx);
+        self.shutting_down = true;
+        let storage = self.storage_handle();
+        let gateway = self.stop_child(ctx, ChildId::Gateway);
+        let monitor = self.stop_child(ctx, ChildId::Monitor);
+        Box::pin(
+            async move {
+                datasources_stopped.await;
+                let saved = match storage.shutdown().await {
+                    Ok(rows) => {
+                        tracing::info!(rows, success = true, "every queued candle saved");
+                        true
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "queued candles could not all be saved");
+                        false
+                    }
+                };
+                gateway.await;
+                monitor.await;
+                saved
+            }
+            .into_actor(self),
+        )
+    }
+}

@@ -1,0 +1,433 @@
+//! End-to-end tests: the real binary, the simulated exchange, a real SQLite
+//! file, and HTTP and WebSocket clients on loopback.
+
+mod common;
+
+use common::simulator::{assert_exact_and_contiguous, from_row, key, step_of};
+use common::{file_bytes, simulated_config, wait_for, Collector, PATIENCE};
+use ohlcv_domain::Interval;
+use serde_json::{json, Value};
+
+const SEED: u64 = 7;
+
+fn simulated_candles(collector: &Collector, symbol: &str) -> Vec<ohlcv_domain::Candle> {
+    let key = key(symbol, Interval::M1);
+    collector
+        .candles("simulated", symbol, "1m", "?limit=5000")
+        .iter()
+        .map(|row| from_row(&key, row))
+        .collect()
+}
+
+fn metric(child: &Value, name: &str) -> u64 {
+    child["metrics"][name].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn serves_backfilled_and_live_candles_over_http_and_websocket() {
+    // Nothing is written to disk during the test: /ohlcv must show queued
+    // candles.
+    let collector = Collector::start(&simulated_config(|c| c["batch_interval"] = json!(3_600_000)));
+    let mut ws = collector.ws();
+
+    let candles = wait_for("bootstrap history on /ohlcv", PATIENCE, || {
+        let candles = simulated_candles(&collector, "BTCUSDT");
+        (candles.len() >= 120).then_some(candles)
+    });
+    assert_exact_and_contiguous(SEED, &candles);
+    let first_open = candles.last().unwrap().clone();
+
+    let candle = ws.wait_for("a candle message", PATIENCE, |m| m["type"] == "candle");
+    let data = &candle["data"];
+    assert_eq!(data["exchange"], "simulated");
+    assert_eq!(data["interval"], "1m");
+    for field in ["t", "o", "h", "l", "c", "v"] {
+        assert!(data[field].is_number(), "{field} missing in {candle}");
+    }
+    assert!(data["closed"].is_boolean());
+
+    let metrics = ws.wait_for("worker_metrics", PATIENCE, |m| {
+        m["type"] == "worker_metrics" && m["data"]["simulated"].is_object()
+    });
+    let simulated = &metrics["data"]["simulated"];
+    assert!(simulated["cpuUser"].is_string(), "{metrics}");
+    assert!(simulated["heapUsed"].is_number(), "{metrics}");
+    assert!(simulated["timestamp"].is_number(), "{metrics}");
+    assert!(metrics["data"]["storage"].is_object(), "{metrics}");
+
+    let info = ws.wait_for("system_info", PATIENCE, |m| m["type"] == "system_info");
+    let data = &info["data"];
+    assert!(data["cpu"]["cores"].as_u64().unwrap() >= 1, "{info}");
+    assert!(data["memory"]["total"].as_u64().unwrap() > 0, "{info}");
+    assert!(data["process"]["rss"].as_u64().unwrap() > 0, "{info}");
+    assert!(data["database"]["total"].is_number(), "{info}");
+    assert!(data["platform"].is_string() && data["arch"].is_string(), "{info}");
+
+    // The open candle keeps moving on /ohlcv as live updates arrive.
+    wait_for("a live update of the open candle on /ohlcv", PATIENCE, || {
+        let candles = simulated_candles(&collector, "BTCUSDT");
+        let last = candles.last()?.clone();
+        (last.open_time > first_open.open_time || step_of(SEED, &last) > step_of(SEED, &first_open)).then_some(())
+    });
+}
+
+#[test]
+fn sigterm_saves_every_candle_with_its_last_values() {
+    // A batch interval of an hour: everything must come from the final flush.
+    let collector = Collector::start(&simulated_config(|c| c["batch_interval"] = json!(3_600_000)));
+    let mut ws = collector.ws();
+    let mut seen = 0;
+    let mut last_seen = std::collections::HashMap::new();
+    wait_for("live updates on the WebSocket", PATIENCE, || {
+        let message = ws.next()?;
+        if message["type"] == "candle" {
+            seen += 1;
+            let data = &message["data"];
+            last_seen.insert(data["symbol"].as_str()?.to_owned(), data["t"].as_i64()?);
+        }
+        (seen >= 40 && last_seen.len() == 2).then_some(())
+    });
+    let database = collector.database_path();
+    assert!(
+        !database.exists() || std::fs::metadata(&database).unwrap().len() < 64 * 1024,
+        "nothing should have been written in batches yet"
+    );
+
+    let (exit, stderr, dir) = collector.terminate();
+    assert!(exit.success(), "exit {exit:?}; stderr:\n{stderr}");
+    assert!(stderr.contains("every queued candle saved"), "{stderr}");
+
+    let connection = rusqlite::Connection::open(dir.path().join("data/ohlcv.db")).unwrap();
+    let mut query = connection
+        .prepare("SELECT * FROM ohlcv WHERE exchange=? AND symbol=? AND interval=? ORDER BY timestamp")
+        .unwrap();
+    for symbol in ["BTCUSDT", "ETHUSDT"] {
+        let key = key(symbol, Interval::M1);
+        let rows: Vec<Value> = query
+            .query_map(rusqlite::params!["simulated", symbol, "1m"], |row| {
+                assert_eq!(row.get::<_, String>("exchange")?, "simulated");
+                Ok(json!({
+                    "timestamp": row.get::<_, i64>("timestamp")?,
+                    "open": row.get::<_, f64>("open")?,
+                    "high": row.get::<_, f64>("high")?,
+                    "low": row.get::<_, f64>("low")?,
+                    "close": row.get::<_, f64>("close")?,
+                    "volume": row.get::<_, f64>("volume")?,
+                    "closed": row.get::<_, i64>("closed")? == 1,
+                }))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let candles: Vec<_> = rows.iter().map(|r| from_row(&key, r)).collect();
+        assert!(candles.len() >= 120, "{symbol}: {} candles", candles.len());
+        assert_exact_and_contiguous(SEED, &candles);
+        let newest = candles.last().unwrap();
+        assert!(
+            newest.open_time >= last_seen[symbol],
+            "{symbol}: the newest candle a client saw is missing"
+        );
+    }
+}
+
+#[test]
+fn a_panicking_datasource_is_restarted_and_the_series_has_no_gap() {
+    let collector = Collector::start(&simulated_config(|c| {
+        c["exchanges"]["simulated"]["simulation"]["faults"] = json!({"panic_after_updates": 30});
+    }));
+    let child = wait_for("the supervisor to restart the datasource", PATIENCE, || {
+        let child = collector.child_status("simulated")?;
+        (child["restarts"].as_u64()? >= 1 && child["state"] == "running" && metric(&child, "updates") > 0)
+            .then_some(child)
+    });
+    let error = child["last_error"].as_str().unwrap();
+    assert!(error.contains("panicked") && error.contains("simulated fault"), "{child}");
+    for symbol in ["BTCUSDT", "ETHUSDT"] {
+        assert_exact_and_contiguous(SEED, &simulated_candles(&collector, symbol));
+    }
+}
+
+#[test]
+fn a_stalled_datasource_is_restarted_after_three_missed_heartbeats() {
+    let collector = Collector::start(&simulated_config(|c| {
+        c["exchanges"]["simulated"]["simulation"]["faults"] =
+            json!({"block_after_updates": 20, "block_ms": 30_000});
+    }));
+    let child = wait_for("the stalled datasource to be replaced", PATIENCE, || {
+        let child = collector.child_status("simulated")?;
+        (child["restarts"].as_u64()? >= 1 && child["state"] == "running" && metric(&child, "updates") > 0)
+            .then_some(child)
+    });
+    assert!(child["last_error"].as_str().unwrap().contains("missed 3 heartbeats"), "{child}");
+    for symbol in ["BTCUSDT", "ETHUSDT"] {
+        assert_exact_and_contiguous(SEED, &simulated_candles(&collector, symbol));
+    }
+}
+
+#[test]
+fn dropped_and_silent_streams_reconnect() {
+    let collector = Collector::start(&simulated_config(|c| {
+        c["exchanges"]["simulated"]["simulation"]["faults"] =
+            json!({"drop_stream_after_updates": 20, "silence_after_updates": 200});
+    }));
+    let child = wait_for("two reconnects", PATIENCE, || {
+        let child = collector.child_status("simulated")?;
+        (metric(&child, "reconnects") >= 2 && child["metrics"]["state"] == "streaming").then_some(child)
+    });
+    assert_eq!(child["restarts"], 0, "a reconnect is not a restart: {child}");
+    assert!(collector.stderr().contains("stream silent"), "{}", collector.stderr());
+    for symbol in ["BTCUSDT", "ETHUSDT"] {
+        assert_exact_and_contiguous(SEED, &simulated_candles(&collector, symbol));
+    }
+}
+
+#[test]
+fn exchanges_toggle_and_symbols_reload_while_running() {
+    let collector = Collector::start(&simulated_config(|_| {}));
+    let mut ws = collector.ws();
+    wait_for("the datasource to run", PATIENCE, || {
+        (collector.child_status("simulated")?["state"] == "running").then_some(())
+    });
+
+    let (status, body) = collector.post("/toggleExchange", &json!({"exchange": "simulated", "enabled": false}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["enabled"], false);
+    assert_eq!(collector.child_status("simulated").unwrap()["state"], "stopped");
+    let saved: Value = serde_json::from_slice(&file_bytes(&collector.config_path())).unwrap();
+    assert_eq!(saved["exchanges"]["simulated"]["enabled"], false);
+    assert!(collector.dir.path().join("config.json.bak").exists());
+
+    let (status, body) = collector.post("/toggleExchange", &json!({"exchange": "simulated"}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["enabled"], true);
+    wait_for("the datasource to run again", PATIENCE, || {
+        (collector.child_status("simulated")?["state"] == "running").then_some(())
+    });
+
+    let (status, body) = collector.post(
+        "/exchangeSymbols",
+        &json!({"exchange": "simulated", "symbols": ["BTCUSDT", "SOLUSDT"]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    ws.wait_for("reload_progress for SOLUSDT", PATIENCE, |m| {
+        m["type"] == "reload_progress" && m["data"]["message"].as_str().is_some_and(|s| s.contains("SOLUSDT"))
+    });
+    let done = ws.wait_for("reload_progress: streaming", PATIENCE, |m| {
+        m["type"] == "reload_progress" && m["data"]["status"] == "streaming"
+    });
+    assert_eq!(done["data"]["exchange"], "simulated");
+    assert_eq!(done["data"]["progress"], 100);
+    let sol = wait_for("SOLUSDT history", PATIENCE, || {
+        let candles = simulated_candles(&collector, "SOLUSDT");
+        (candles.len() >= 120).then_some(candles)
+    });
+    assert_exact_and_contiguous(SEED, &sol);
+    let saved: Value = serde_json::from_slice(&file_bytes(&collector.config_path())).unwrap();
+    assert_eq!(saved["exchanges"]["simulated"]["symbols"], json!(["BTCUSDT", "SOLUSDT"]));
+
+    // An exchange without an adapter cannot be enabled; nothing changes.
+    let before = file_bytes(&collector.config_path());
+    let (status, body) = collector.post("/toggleExchange", &json!({"exchange": "binance_futures", "enabled": true}));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_config");
+    assert!(body["error"]["message"].as_str().unwrap().contains("exchanges.binance_futures.enabled"));
+    assert_eq!(file_bytes(&collector.config_path()), before);
+}
+
+#[test]
+fn bad_requests_get_documented_errors_and_change_nothing() {
+    let collector = Collector::start(&simulated_config(|_| {}));
+    let config_before = collector.get("/config").1;
+    let file_before = file_bytes(&collector.config_path());
+
+    let cases = [
+        ("/ohlcv/kraken/BTCUSDT/1m", "unknown_exchange"),
+        ("/ohlcv/simulated/btc-usdt/1m", "invalid_symbol"),
+        ("/ohlcv/simulated/BTCUSDT/2m", "unknown_interval"),
+        ("/ohlcv/simulated/BTCUSDT/1m?from=200&to=100", "bad_range"),
+        ("/ohlcv/simulated/BTCUSDT/1m?limit=0", "bad_limit"),
+        ("/ohlcv/simulated/BTCUSDT/1m?limit=1000000", "bad_limit"),
+        ("/ohlcv/simulated/BTCUSDT/1m?from=yesterday", "bad_request"),
+        ("/exchangeSymbols/kraken", "unknown_exchange"),
+    ];
+    for (path, code) in cases {
+        let (status, body) = collector.get(path);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}: {body}");
+    }
+    let (status, body) = collector.get("/no/such/route");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
+
+    let mut bad_config = config_before.clone();
+    bad_config["batch_interval"] = json!(1);
+    let (status, body) = collector.post("/config", &bad_config);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_config");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("batch_interval:"), "{body}");
+
+    let (status, body) = collector.post_raw("/config", "{not json");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request");
+
+    let (status, body) = collector.post(
+        "/exchangeSymbols",
+        &json!({"exchange": "simulated", "symbols": ["BTCUSDT", "BTC/USDT"]}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("symbols[1]"), "{body}");
+
+    assert_eq!(collector.get("/config").1, config_before);
+    assert_eq!(file_bytes(&collector.config_path()), file_before);
+    assert!(!collector.dir.path().join("config.json.bak").exists());
+    assert_eq!(collector.child_status("simulated").unwrap()["restarts"], 0);
+}
+
+#[test]
+fn bad_config_files_are_refused_naming_the_key() {
+    let cases: [(Value, &str); 4] = [
+        (simulated_config(|c| c["exchanges"]["simulated"]["symbols"][1] = json!("ETH/USDT")), "exchanges.simulated.symbols[1]"),
+        (simulated_config(|c| c["intervals"] = json!(["1m", "7m"])), "intervals[1]"),
+        (simulated_config(|c| c["batch_interval"] = json!(0)), "batch_interval"),
+        (simulated_config(|c| c["colour"] = json!("blue")), "colour"),
+    ];
+    for (config, key) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let output = std::process::Command::new(common::binary())
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{key}: accepted");
+        assert!(stderr.contains(key), "{key}: {stderr}");
+        assert!(!dir.path().join("data").exists(), "{key}: the database was created");
+    }
+}
+
+#[test]
+fn a_newer_database_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let database = dir.path().join("data/ohlcv.db");
+    {
+        let connection = rusqlite::Connection::open(&database).unwrap();
+        connection
+            .execute_batch(&format!(
+                "PRAGMA application_id = {}; PRAGMA user_version = 99; CREATE TABLE future(x);",
+                ohlcv_storage_application_id()
+            ))
+            .unwrap();
+    }
+    let before = file_bytes(&database);
+    std::fs::write(dir.path().join("config.json"), simulated_config(|_| {}).to_string()).unwrap();
+    let output = std::process::Command::new(common::binary())
+        .args(["run", "--config"])
+        .arg(dir.path().join("config.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("database") && stderr.contains("99"), "{stderr}");
+    assert_eq!(file_bytes(&database), before);
+}
+
+fn ohlcv_storage_application_id() -> i64 {
+    0x4F48_4C43
+}
+
+#[test]
+fn websocket_commands_are_answered() {
+    let collector = Collector::start(&simulated_config(|_| {}));
+    let mut ws = collector.ws();
+    let mut ask = |command: &str| {
+        ws.send(&json!({"type": "command", "data": command}));
+        ws.wait_for(command, PATIENCE, |m| m["type"] == "command_result" && m["data"]["command"] == command)
+    };
+    let help = ask("help");
+    assert_eq!(help["data"]["ok"], true);
+    let status = ask("status");
+    assert!(status["data"]["result"]["children"].as_array().unwrap().len() >= 4, "{status}");
+    wait_for("series in the database", PATIENCE, || {
+        let list = ask("list");
+        (list["data"]["result"].as_array()?.len() >= 2).then_some(())
+    });
+    assert_eq!(ask("clear")["data"]["ok"], true);
+    let unknown = ask("format c:");
+    assert_eq!(unknown["data"]["ok"], false);
+    ws.send_text("this is not json");
+    let error = ws.wait_for("an error message", PATIENCE, |m| m["type"] == "error");
+    assert_eq!(error["data"]["code"], "bad_message");
+}
+
+#[test]
+fn delete_database_clears_the_history_and_bootstraps_again() {
+    let collector = Collector::start(&simulated_config(|_| {}));
+    wait_for("the bootstrap", PATIENCE, || {
+        (simulated_candles(&collector, "BTCUSDT").len() >= 120).then_some(())
+    });
+    // A shorter bootstrap from now on: what is loaded after the delete
+    // shows that the old history is gone.
+    let mut config = collector.get("/config").1;
+    config["bootstrap_load"] = json!(30);
+    let (status, body) = collector.post("/config", &config);
+    assert_eq!(status, 200, "{body}");
+    assert!(simulated_candles(&collector, "BTCUSDT").len() >= 120);
+
+    let (status, body) = collector.post("/deleteDatabase", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    let candles = wait_for("the new bootstrap", PATIENCE, || {
+        let candles = simulated_candles(&collector, "BTCUSDT");
+        (candles.len() >= 30).then_some(candles)
+    });
+    assert!(candles.len() <= 32, "old history survived: {} candles", candles.len());
+    assert_exact_and_contiguous(SEED, &candles);
+    let (_, series) = collector.get("/databaseSymbols");
+    assert!(series.as_array().unwrap().iter().all(|s| s["count"].as_u64().unwrap() <= 32), "{series}");
+}
+
+#[test]
+fn restart_rereads_the_config_file_and_refuses_a_broken_one() {
+    let collector = Collector::start(&simulated_config(|_| {}));
+    wait_for("the datasource to run", PATIENCE, || {
+        (collector.child_status("simulated")?["state"] == "running").then_some(())
+    });
+    let mut config: Value = serde_json::from_slice(&file_bytes(&collector.config_path())).unwrap();
+    config["exchanges"]["simulated"]["symbols"] = json!(["XRPUSDT"]);
+    std::fs::write(collector.config_path(), config.to_string()).unwrap();
+    let (status, body) = collector.post("/restart", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["applied"]["reloaded"], json!(["simulated"]));
+    wait_for("XRPUSDT history", PATIENCE, || {
+        (simulated_candles(&collector, "XRPUSDT").len() >= 120).then_some(())
+    });
+
+    std::fs::write(collector.config_path(), "{\"exchanges\": 5}").unwrap();
+    let (status, body) = collector.post("/restart", &json!({}));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_config");
+    assert_eq!(collector.get("/config").1["exchanges"]["simulated"]["symbols"], json!(["XRPUSDT"]));
+    assert_eq!(collector.get("/health").0, 200);
+}
+
+#[test]
+fn slow_clients_do_not_slow_the_collector() {
+    // A flood of updates and a client that never reads: the collector keeps
+    // collecting and answering.
+    let collector = Collector::start(&simulated_config(|c| {
+        c["exchanges"]["simulated"]["simulation"]["updates_per_second"] = json!(2000);
+    }));
+    let _stuck = collector.ws();
+    let before = wait_for("updates", PATIENCE, || {
+        let child = collector.child_status("simulated")?;
+        (metric(&child, "updates") > 0).then(|| metric(&child, "updates"))
+    });
+    wait_for("updates to keep flowing", PATIENCE, || {
+        let child = collector.child_status("simulated")?;
+        (metric(&child, "updates") > before + 10_000).then_some(())
+    });
+    assert_eq!(collector.get("/health").0, 200);
+}

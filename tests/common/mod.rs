@@ -1,0 +1,273 @@
+//! Test harness: runs the real `ohlcv-collector` binary on a temp config and
+//! a free port, and talks to it over HTTP and WebSocket like a UI client.
+
+#![allow(dead_code)]
+
+pub mod simulator;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// Generous bound for anything the collector should do "within seconds";
+/// CI machines are shared and slow, and a passing test never waits it out.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it returns `Some`, or panics with `what` after
+/// `timeout`. The poll interval is short; this waits on a condition, it
+/// does not sleep for synchronisation.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// A config document for the simulated exchange, with test-friendly
+/// values; `tweak` edits it before it is written.
+pub fn simulated_config(tweak: impl FnOnce(&mut Value)) -> Value {
+    let mut config = serde_json::json!({
+        "exchanges": {
+            "simulated": {
+                "enabled": true,
+                "symbols": ["BTCUSDT", "ETHUSDT"],
+                "simulation": { "seed": 7, "updates_per_second": 20 }
+            },
+            "binance_futures": { "enabled": false, "symbols": ["BTCUSDT"] }
+        },
+        "intervals": ["1m"],
+        "database_path": "./data/ohlcv.db",
+        "batch_interval": 500,
+        "max_records": 100000,
+        "bootstrap_load": 120,
+        "port": 0
+    });
+    tweak(&mut config);
+    config
+}
+
+/// A running collector process.
+pub struct Collector {
+    child: Child,
+    /// Its HTTP address.
+    pub addr: SocketAddr,
+    /// The temp directory with its config and database.
+    pub dir: tempfile::TempDir,
+    stderr: Arc<Mutex<String>>,
+    agent: ureq::Agent,
+}
+
+/// Path of the collector binary cargo built for these tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ohlcv-collector")
+}
+
+impl Collector {
+    /// Writes `config` to a temp dir and starts the collector on it.
+    pub fn start(config: &Value) -> Collector {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("config.json"), serde_json::to_string_pretty(config).unwrap()).unwrap();
+        Collector::start_in(dir)
+    }
+
+    /// Starts the collector on the `config.json` already in `dir`.
+    pub fn start_in(dir: tempfile::TempDir) -> Collector {
+        let mut child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(dir.path().join("config.json"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("collector starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while err.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while out.read_line(&mut line).unwrap_or(0) > 0 {
+                if let Some(addr) = line.trim().strip_prefix("listening on http://") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().expect("address"));
+                }
+                line.clear();
+            }
+        });
+        let addr = match rx.recv_timeout(PATIENCE) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("collector did not start; stderr:\n{}", stderr.lock().unwrap());
+            }
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(PATIENCE))
+            .build()
+            .into();
+        Collector {
+            child,
+            addr,
+            dir,
+            stderr,
+            agent,
+        }
+    }
+
+    /// What the collector wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.dir.path().join("data/ohlcv.db")
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.json")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// GET `path`: status and JSON body.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let mut response = self.agent.get(&self.url(path)).call().expect("GET");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_json().expect("JSON body"))
+    }
+
+    /// POST `body` as JSON to `path`: status and JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let mut response = self.agent.post(&self.url(path)).send_json(body).expect("POST");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_json().expect("JSON body"))
+    }
+
+    /// POST raw bytes with a JSON content type.
+    pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .post(&self.url(path))
+            .header("content-type", "application/json")
+            .send(body)
+            .expect("POST");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_json().expect("JSON body"))
+    }
+
+    /// Candles from `/ohlcv` (array of rows).
+    pub fn candles(&self, exchange: &str, symbol: &str, interval: &str, query: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/ohlcv/{exchange}/{symbol}/{interval}{query}"));
+        assert_eq!(status, 200, "{body}");
+        body.as_array().expect("array of candles").clone()
+    }
+
+    /// The status entry of child `name`.
+    pub fn child_status(&self, name: &str) -> Option<Value> {
+        let (_, status) = self.get("/status");
+        status["children"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+    }
+
+    /// A WebSocket client on `/ws`.
+    pub fn ws(&self) -> WsClient {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let (socket, _) = tungstenite::client(format!("ws://{}/ws", self.addr), MaybeTlsStream::Plain(stream))
+            .expect("websocket handshake");
+        WsClient { socket }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self) -> (ExitStatus, String, tempfile::TempDir) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = wait_for("the collector to exit", PATIENCE, || self.child.try_wait().unwrap());
+        // Let the reader thread collect the last lines.
+        let stderr = wait_for("stderr to close", PATIENCE, || {
+            let text = self.stderr.lock().unwrap().clone();
+            text.contains("exiting").then_some(text)
+        });
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (exit, stderr, dir)
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A UI client on the WebSocket.
+pub struct WsClient {
+    socket: WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    /// Sends a JSON text frame.
+    pub fn send(&mut self, value: &Value) {
+        self.socket.send(Message::text(value.to_string())).expect("send");
+    }
+
+    /// Sends a raw text frame.
+    pub fn send_text(&mut self, text: &str) {
+        self.socket.send(Message::text(text)).expect("send");
+    }
+
+    /// The next JSON message, if one arrives within the read timeout.
+    pub fn next(&mut self) -> Option<Value> {
+        match self.socket.read() {
+            Ok(Message::Text(text)) => Some(serde_json::from_str(text.as_str()).expect("JSON message")),
+            Ok(_) => None,
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                None
+            }
+            Err(e) => panic!("websocket error: {e}"),
+        }
+    }
+
+    /// Reads messages until one satisfies `pred`, within `timeout`.
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        wait_for(what, timeout, || self.next().filter(|m| pred(m)))
+    }
+}
+
+/// Reads the whole file, for before/after comparisons.
+pub fn file_bytes(path: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).unwrap().read_to_end(&mut bytes).unwrap();
+    bytes
+}
