@@ -13,7 +13,7 @@ use sysinfo::{Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::gateway::broadcast::Broadcaster;
 use crate::gateway::protocol::ServerMessage;
-use crate::lifecycle::{ChildId, Heartbeat, LifeGuard};
+use crate::lifecycle::{ChildId, CpuMeter, Heartbeat, LifeGuard};
 use crate::{HEARTBEAT_INTERVAL, MISSED_HEARTBEATS_LIMIT};
 
 /// How often `worker_metrics` is published (seed 004: every 3 s).
@@ -127,7 +127,8 @@ pub struct Monitor {
     started: Instant,
     rss_baseline: Option<u64>,
     rss_warned_at: u64,
-    _guard: LifeGuard,
+    cpu: CpuMeter,
+    guard: LifeGuard,
 }
 
 impl Monitor {
@@ -144,7 +145,8 @@ impl Monitor {
             started: Instant::now(),
             rss_baseline: None,
             rss_warned_at: 0,
-            _guard: guard,
+            cpu: CpuMeter::default(),
+            guard,
         }
     }
 
@@ -171,14 +173,28 @@ impl Monitor {
         }
     }
 
-    fn publish_worker_metrics(&self) {
+    fn publish_worker_metrics(&mut self) {
+        // The monitor reports on itself too, so `/status` shows it alive.
+        let mut own = Map::new();
+        own.insert("cpuUser".into(), format!("{:.2}", self.cpu.sample()).into());
+        own.insert("watched".into(), self.watched.len().into());
+        own.insert("clients".into(), self.deps.broadcaster.clients().into());
+        own.insert("timestamp".into(), ohlcv_domain::time::now_ms().into());
+        self.deps.board.insert(
+            ChildId::Monitor,
+            HeartbeatRecord {
+                generation: self.guard.generation(),
+                at_ms: ohlcv_domain::time::now_ms(),
+                metrics: own,
+            },
+        );
         let mut data = Map::new();
         for (child, record) in self.deps.board.snapshot() {
             let current = self
                 .watched
                 .get(&child)
                 .is_some_and(|w| w.generation == record.generation);
-            if current {
+            if current || child == ChildId::Monitor {
                 data.insert(child.to_string(), Value::Object(record.metrics));
             }
         }

@@ -177,6 +177,10 @@ impl Datasource {
     }
 
     /// Opens a new live stream (closing the old one), then syncs history.
+    ///
+    /// Where each series' history sync starts is read from storage before
+    /// the stream opens, so that the new stream's own updates cannot hide
+    /// what was missed while disconnected.
     fn connect(&mut self, ctx: &mut Context<Self>) {
         self.epoch += 1;
         let epoch = self.epoch;
@@ -191,31 +195,52 @@ impl Datasource {
         self.phase = Phase::Connecting;
         self.progress("connecting", format!("Connecting to {}...", self.exchange), 0);
         let source = self.deps.source.clone();
-        let fut = async move { source.stream(&subscriptions).await };
+        let storage = self.deps.storage.clone();
+        let fut = async move {
+            let mut newest_stored = Vec::with_capacity(subscriptions.len());
+            for key in &subscriptions {
+                let newest = storage
+                    .last_open_time(key.clone())
+                    .await
+                    .map_err(|e| format!("storage: {e}"))?;
+                newest_stored.push((key.clone(), newest));
+            }
+            let stream = source
+                .stream(&subscriptions)
+                .await
+                .map_err(|e| format!("connect failed: {e}"))?;
+            Ok::<_, String>((newest_stored, stream))
+        };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             if act.epoch != epoch {
                 return;
             }
             match result {
-                Ok(stream) => {
+                Ok((newest_stored, stream)) => {
                     act.last_message = Instant::now();
                     let tagged = stream
                         .map(move |item| StreamEvent::Update(epoch, item))
                         .chain(futures_util::stream::once(async move { StreamEvent::Ended(epoch) }));
                     act.stream = Some(ctx.add_stream(tagged));
                     act.phase = Phase::Syncing;
-                    act.sync_next(ctx, epoch, 0);
+                    act.sync_next(ctx, epoch, newest_stored, 0);
                 }
-                Err(error) => act.schedule_reconnect(ctx, format!("connect failed: {error}")),
+                Err(reason) => act.schedule_reconnect(ctx, reason),
             }
         }));
     }
 
-    /// Syncs the history of series number `index`, then the next.
-    fn sync_next(&mut self, ctx: &mut Context<Self>, epoch: u64, index: usize) {
-        let subscriptions = self.subscriptions();
-        let total = subscriptions.len();
-        let Some(key) = subscriptions.get(index).cloned() else {
+    /// Syncs the history of series number `index` (from the newest stored
+    /// candle, or a bootstrap when none is), then the next.
+    fn sync_next(
+        &mut self,
+        ctx: &mut Context<Self>,
+        epoch: u64,
+        plan: Vec<(SeriesKey, Option<i64>)>,
+        index: usize,
+    ) {
+        let total = plan.len();
+        let Some((key, newest_stored)) = plan.get(index).cloned() else {
             self.phase = Phase::Streaming;
             self.progress(
                 "streaming",
@@ -230,28 +255,26 @@ impl Datasource {
             format!("Checking {} {}... ({}/{total})", key.symbol, key.interval, index + 1),
             percent(index, total),
         );
+        let now = now_ms();
+        let step = key.interval.duration_ms();
+        let from = match newest_stored {
+            // Re-read the newest stored candle: it may have been open.
+            Some(t) => Some(t),
+            None if self.settings.bootstrap_load == 0 => None,
+            None => Some(key.interval.align(now) - (self.settings.bootstrap_load as i64 - 1) * step),
+        };
+        let Some(from) = from else {
+            self.start_gap_detection(&key, now);
+            return self.sync_next(ctx, epoch, plan, index + 1);
+        };
         if let Some(state) = self.series.get_mut(&key) {
             state.fetching = true;
+            // Everything before the first candle fetched is already stored.
+            state.final_through = state.final_through.max(Some(from - step));
         }
-        let storage = self.deps.storage.clone();
         let source = self.deps.source.clone();
-        let bootstrap_load = self.settings.bootstrap_load;
         let fetch_key = key.clone();
-        let fut = async move {
-            let last = storage
-                .last_open_time(fetch_key.clone())
-                .await
-                .map_err(|e| ExchangeError::Connect(format!("storage: {e}")))?;
-            let now = now_ms();
-            let step = fetch_key.interval.duration_ms();
-            let from = match last {
-                // Re-read the newest stored candle: it may have been open.
-                Some(t) => t,
-                None if bootstrap_load == 0 => return Ok(Vec::new()),
-                None => fetch_key.interval.align(now) - (bootstrap_load as i64 - 1) * step,
-            };
-            source.backfill(&fetch_key.symbol, fetch_key.interval, from, now).await
-        };
+        let fut = async move { source.backfill(&fetch_key.symbol, fetch_key.interval, from, now).await };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             if act.epoch != epoch {
                 return;
@@ -262,7 +285,7 @@ impl Datasource {
             match result {
                 Ok(candles) => {
                     act.store_history(&key, candles);
-                    act.sync_next(ctx, epoch, index + 1);
+                    act.sync_next(ctx, epoch, plan, index + 1);
                 }
                 Err(error) if error.is_retryable() => {
                     act.schedule_reconnect(ctx, format!("history of {key} failed: {error}"));
@@ -271,10 +294,19 @@ impl Datasource {
                     act.counters.last_error = Some(error.to_string());
                     tracing::error!(series = %key, %error, "history refused; series skipped");
                     act.progress("error", format!("{key}: {error}"), percent(index + 1, total));
-                    act.sync_next(ctx, epoch, index + 1);
+                    act.start_gap_detection(&key, now);
+                    act.sync_next(ctx, epoch, plan, index + 1);
                 }
             }
         }));
+    }
+
+    /// For a series without history: gaps are counted from now on.
+    fn start_gap_detection(&mut self, key: &SeriesKey, now: i64) {
+        if let Some(state) = self.series.get_mut(key) {
+            let step = key.interval.duration_ms();
+            state.final_through = state.final_through.max(Some(key.interval.align(now) - step));
+        }
     }
 
     /// Fetches a range the live stream skipped.

@@ -36,7 +36,11 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with any status; prefer the named constructors.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
         ApiError {
             status,
             code,
@@ -195,20 +199,26 @@ pub fn query_config() -> web::QueryConfig {
 
 fn json_error(error: &JsonPayloadError) -> ApiError {
     match error {
-        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body is larger than {JSON_BODY_LIMIT} bytes"),
-        ),
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than {JSON_BODY_LIMIT} bytes"),
+            )
+        }
         JsonPayloadError::ContentType => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "request body must be sent with Content-Type: application/json",
         ),
-        JsonPayloadError::Deserialize(inner) => {
-            ApiError::bad_request("bad_request", format!("request body is not valid JSON: {inner}"))
-        }
-        other => ApiError::bad_request("bad_request", format!("request body could not be read: {other}")),
+        JsonPayloadError::Deserialize(inner) => ApiError::bad_request(
+            "bad_request",
+            format!("request body is not valid JSON: {inner}"),
+        ),
+        other => ApiError::bad_request(
+            "bad_request",
+            format!("request body could not be read: {other}"),
+        ),
     }
 }
 
@@ -219,14 +229,33 @@ mod tests {
     #[test]
     fn lower_layer_errors_map_to_fixed_statuses_and_codes() {
         let cases = [
-            (ApiError::from(ControlError::invalid("invalid_config", "port: bad")), 400, "invalid_config"),
-            (ControlError::Exchange("timeout".into()).into(), 502, "exchange_error"),
-            (ControlError::Unavailable("restarting".into()).into(), 503, "unavailable"),
-            (ControlError::Internal("disk full".into()).into(), 500, "internal"),
+            (
+                ApiError::from(ControlError::invalid("invalid_config", "port: bad")),
+                400,
+                "invalid_config",
+            ),
+            (
+                ControlError::Exchange("timeout".into()).into(),
+                502,
+                "exchange_error",
+            ),
+            (
+                ControlError::Unavailable("restarting".into()).into(),
+                503,
+                "unavailable",
+            ),
+            (
+                ControlError::Internal("disk full".into()).into(),
+                500,
+                "internal",
+            ),
             (StorageRequestError::Busy.into(), 503, "unavailable"),
             (StorageRequestError::Gone.into(), 503, "unavailable"),
             (
-                StorageRequestError::Failed(ohlcv_storage::StorageError::Foreign { reason: "x".into() }).into(),
+                StorageRequestError::Failed(ohlcv_storage::StorageError::Foreign {
+                    reason: "x".into(),
+                })
+                .into(),
                 500,
                 "storage_error",
             ),

@@ -73,10 +73,15 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, deps: GatewayDeps, closing
                 .route(web::post().to(post_config)),
         )
         .service(resource("/exchanges", &["GET"]).route(web::get().to(exchanges)))
-        .service(resource("/exchangeSymbols/{exchange}", &["GET"]).route(web::get().to(exchange_symbols)))
+        .service(
+            resource("/exchangeSymbols/{exchange}", &["GET"])
+                .route(web::get().to(exchange_symbols)),
+        )
         .service(resource("/exchangeSymbols", &["POST"]).route(web::post().to(set_symbols)))
         .service(resource("/toggleExchange", &["POST"]).route(web::post().to(toggle_exchange)))
-        .service(resource("/ohlcv/{exchange}/{symbol}/{interval}", &["GET"]).route(web::get().to(ohlcv)))
+        .service(
+            resource("/ohlcv/{exchange}/{symbol}/{interval}", &["GET"]).route(web::get().to(ohlcv)),
+        )
         .service(resource("/restart", &["POST"]).route(web::post().to(restart)))
         .service(resource("/deleteDatabase", &["POST"]).route(web::post().to(delete_database)))
         .service(resource("/databaseSymbols", &["GET"]).route(web::get().to(database_symbols)))
@@ -88,7 +93,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, deps: GatewayDeps, closing
 /// (actix-web's own 405 has an empty body).
 fn resource(path: &'static str, allowed: &'static [&'static str]) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
-        Err::<HttpResponse, _>(ApiError::method_not_allowed(req.method().as_str(), req.path(), allowed))
+        Err::<HttpResponse, _>(ApiError::method_not_allowed(
+            req.method().as_str(),
+            req.path(),
+            allowed,
+        ))
     }))
 }
 
@@ -97,7 +106,9 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 }
 
 /// Asks the supervisor, giving up after [`CONTROL_TIMEOUT`].
-pub(crate) async fn ask<T>(command: impl Future<Output = Result<T, ControlError>>) -> Result<T, ApiError> {
+pub(crate) async fn ask<T>(
+    command: impl Future<Output = Result<T, ControlError>>,
+) -> Result<T, ApiError> {
     match tokio::time::timeout(CONTROL_TIMEOUT, command).await {
         Ok(result) => result.map_err(ApiError::from),
         Err(_) => Err(ApiError::unavailable(format!(
@@ -138,7 +149,10 @@ async fn exchanges(deps: Deps) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(config.exchanges))
 }
 
-async fn exchange_symbols(deps: Deps, exchange: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn exchange_symbols(
+    deps: Deps,
+    exchange: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let exchange = parse_exchange(&exchange, "exchange")?;
     let symbols = ask(deps.control.exchange_symbols(exchange)).await?;
     Ok(HttpResponse::Ok().json(json!({"exchange": exchange, "symbols": symbols})))
@@ -153,7 +167,8 @@ async fn set_symbols(deps: Deps, body: web::Json<Value>) -> Result<HttpResponse,
 async fn toggle_exchange(deps: Deps, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
     let (exchange, enabled) = parse_toggle(&body)?;
     let config = ask(deps.control.toggle_exchange(exchange, enabled)).await?;
-    Ok(HttpResponse::Ok().json(json!({"exchange": exchange, "enabled": config.enabled, "config": config})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"exchange": exchange, "enabled": config.enabled, "config": config})))
 }
 
 /// The query string of `/ohlcv`, kept as text so that each bad value gets
@@ -297,8 +312,8 @@ fn parse_ohlcv(
     params: &OhlcvParams,
 ) -> Result<(SeriesKey, CandleQuery), ApiError> {
     let exchange = parse_exchange(exchange, "exchange")?;
-    let symbol =
-        Symbol::new(symbol).map_err(|error| ApiError::bad_request("invalid_symbol", format!("symbol: {error}")))?;
+    let symbol = Symbol::new(symbol)
+        .map_err(|error| ApiError::bad_request("invalid_symbol", format!("symbol: {error}")))?;
     let interval: Interval = interval
         .parse()
         .map_err(|error| ApiError::bad_request("unknown_interval", format!("interval: {error}")))?;
@@ -344,16 +359,25 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> 
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "bad_request",
-                    format!("{name}: {text:?} is not a time in UTC milliseconds (a whole number ≥ 0)"),
+                    format!(
+                        "{name}: {text:?} is not a time in UTC milliseconds (a whole number ≥ 0)"
+                    ),
                 )
             }),
     }
 }
 
 /// The body as an object with only the `allowed` keys.
-fn body_object<'a>(body: &'a Value, allowed: &[&str], example: &str) -> Result<&'a Map<String, Value>, ApiError> {
+fn body_object<'a>(
+    body: &'a Value,
+    allowed: &[&str],
+    example: &str,
+) -> Result<&'a Map<String, Value>, ApiError> {
     let object = body.as_object().ok_or_else(|| {
-        ApiError::bad_request("bad_request", format!("request body must be a JSON object like {example}"))
+        ApiError::bad_request(
+            "bad_request",
+            format!("request body must be a JSON object like {example}"),
+        )
     })?;
     if let Some(key) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(ApiError::bad_request(
@@ -409,8 +433,9 @@ fn parse_set_symbols(body: &Value) -> Result<(ExchangeId, Vec<Symbol>), ApiError
                 format!("symbols[{i}]: expected a string like \"BTCUSDT\", got {item}"),
             ));
         };
-        let symbol = Symbol::new(text)
-            .map_err(|error| ApiError::bad_request("invalid_symbol", format!("symbols[{i}]: {error}")))?;
+        let symbol = Symbol::new(text).map_err(|error| {
+            ApiError::bad_request("invalid_symbol", format!("symbols[{i}]: {error}"))
+        })?;
         if symbols.contains(&symbol) {
             return Err(ApiError::bad_request(
                 "duplicate_symbol",

@@ -67,7 +67,11 @@ pub struct GatewayDeps {
 ///
 /// # Errors
 /// The OS error if the address cannot be bound (in use, not permitted).
-pub fn bind_server(deps: GatewayDeps, addr: SocketAddr, workers: usize) -> std::io::Result<(Server, SocketAddr)> {
+pub fn bind_server(
+    deps: GatewayDeps,
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<(Server, SocketAddr)> {
     let (close_sessions, closing) = watch::channel(false);
     let closing = SessionClosing(closing);
     let server = HttpServer::new(move || {
@@ -183,8 +187,12 @@ impl Actor for Gateway {
                     return;
                 }
                 match result {
-                    Ok(()) => tracing::error!(address = %act.addr, "http server stopped unexpectedly"),
-                    Err(error) => tracing::error!(address = %act.addr, %error, "http server failed"),
+                    Ok(()) => {
+                        tracing::error!(address = %act.addr, "http server stopped unexpectedly")
+                    }
+                    Err(error) => {
+                        tracing::error!(address = %act.addr, %error, "http server failed")
+                    }
                 }
                 ctx.stop();
             }));
@@ -219,10 +227,14 @@ impl Handler<StopGateway> for Gateway {
         self.stopping = true;
         self.close_sessions();
         let handle = self.handle.clone();
-        Box::pin(async move { handle.stop(true).await }.into_actor(self).map(|(), act, ctx| {
-            tracing::info!(address = %act.addr, "gateway stopped");
-            ctx.stop();
-        }))
+        Box::pin(
+            async move { handle.stop(true).await }
+                .into_actor(self)
+                .map(|(), act, ctx| {
+                    tracing::info!(address = %act.addr, "gateway stopped");
+                    ctx.stop();
+                }),
+        )
     }
 }
 

@@ -84,7 +84,11 @@ impl Control for MockControl {
         Ok(Self::report())
     }
 
-    async fn toggle_exchange(&self, exchange: ExchangeId, enabled: Option<bool>) -> Result<ExchangeConfig, ControlError> {
+    async fn toggle_exchange(
+        &self,
+        exchange: ExchangeId,
+        enabled: Option<bool>,
+    ) -> Result<ExchangeConfig, ControlError> {
         self.record(format!("toggle_exchange {exchange} {enabled:?}"))?;
         let mut config = self.config.lock().unwrap();
         let entry = config.exchanges.get_mut(&exchange).ok_or_else(|| {
@@ -94,7 +98,11 @@ impl Control for MockControl {
         Ok(entry.clone())
     }
 
-    async fn set_symbols(&self, exchange: ExchangeId, symbols: Vec<Symbol>) -> Result<ExchangeConfig, ControlError> {
+    async fn set_symbols(
+        &self,
+        exchange: ExchangeId,
+        symbols: Vec<Symbol>,
+    ) -> Result<ExchangeConfig, ControlError> {
         self.record(format!("set_symbols {exchange} {symbols:?}"))?;
         let mut config = self.config.lock().unwrap();
         let entry = config.exchanges.get_mut(&exchange).ok_or_else(|| {
@@ -131,7 +139,10 @@ impl Control for MockControl {
 
     async fn exchange_symbols(&self, exchange: ExchangeId) -> Result<Vec<Symbol>, ControlError> {
         self.record(format!("exchange_symbols {exchange}"))?;
-        Ok(vec![Symbol::new("BTCUSDT").unwrap(), Symbol::new("ETHUSDT").unwrap()])
+        Ok(vec![
+            Symbol::new("BTCUSDT").unwrap(),
+            Symbol::new("ETHUSDT").unwrap(),
+        ])
     }
 }
 
@@ -163,7 +174,7 @@ pub(crate) fn recorder<M>() -> (Addr<Recorder<M>>, Arc<Mutex<Vec<M>>>)
 where
     M: Message + Send + Unpin + 'static,
     M::Result: Send,
-    Recorder<M>: Handler<M>,
+    Recorder<M>: Handler<M> + Actor<Context = Context<Recorder<M>>>,
 {
     let seen = Arc::new(Mutex::new(Vec::new()));
     (Recorder { seen: seen.clone() }.start(), seen)
@@ -219,7 +230,11 @@ pub(crate) fn harness() -> Harness {
 pub(crate) fn candle(symbol: &str, minute: i64) -> Candle {
     let price = 100.0 + minute as f64;
     Candle {
-        key: SeriesKey::new(ExchangeId::Simulated, Symbol::new(symbol).unwrap(), Interval::M1),
+        key: SeriesKey::new(
+            ExchangeId::Simulated,
+            Symbol::new(symbol).unwrap(),
+            Interval::M1,
+        ),
         open_time: BASE_TIME + minute * 60_000,
         open: price,
         high: price + 2.0,
@@ -244,7 +259,10 @@ pub(crate) async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<
         if let Some(value) = check() {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -265,7 +283,11 @@ pub(crate) async fn queued(deps: &GatewayDeps, n: usize) {
         if stats.queued >= n {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "storage queued {} of {n}", stats.queued);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "storage queued {} of {n}",
+            stats.queued
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

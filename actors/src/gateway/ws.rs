@@ -23,7 +23,9 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
+use actix_ws::{
+    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
+};
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt as _};
 use serde_json::{json, Map, Value};
@@ -79,7 +81,7 @@ pub(crate) async fn upgrade(
 ) -> Result<HttpResponse, ApiError> {
     let (response, session, stream) = actix_ws::handle(&req, body).map_err(|error| {
         ApiError::new(
-            error.as_response_error().status_code(),
+            error.error_response().status(),
             "bad_request",
             format!("expected a WebSocket upgrade: {error}"),
         )
@@ -149,7 +151,10 @@ impl End {
             End::Disconnected | End::SendFailed => None,
             End::TimedOut => Some(reason(
                 CloseCode::Policy,
-                format!("nothing heard from the client for {} s", CLIENT_TIMEOUT.as_secs()),
+                format!(
+                    "nothing heard from the client for {} s",
+                    CLIENT_TIMEOUT.as_secs()
+                ),
             )),
             End::ServerStopping | End::BroadcasterGone => {
                 Some(reason(CloseCode::Away, "server is stopping".into()))
@@ -193,7 +198,8 @@ async fn serve(
     let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    let mut commands: FuturesOrdered<LocalBoxFuture<'static, ServerMessage>> = FuturesOrdered::new();
+    let mut commands: FuturesOrdered<LocalBoxFuture<'static, ServerMessage>> =
+        FuturesOrdered::new();
 
     loop {
         if *closing.borrow() {
@@ -296,7 +302,10 @@ fn accept_text(
             name.clone(),
             &ApiError::bad_request(
                 "unknown_command",
-                format!("unknown command {name:?}; valid commands: {}", valid.join(", ")),
+                format!(
+                    "unknown command {name:?}; valid commands: {}",
+                    valid.join(", ")
+                ),
             ),
         ));
     };

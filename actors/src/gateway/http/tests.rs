@@ -56,7 +56,10 @@ async fn health_status_and_system_routes_answer_in_shape() {
     let Harness { deps, control, .. } = harness();
     let app = app(deps).await;
 
-    assert_eq!(call(&app, get("/health")).await, (200, json!({"status": "ok"})));
+    assert_eq!(
+        call(&app, get("/health")).await,
+        (200, json!({"status": "ok"}))
+    );
 
     let (status, body) = call(&app, get("/status")).await;
     assert_eq!(status, 200);
@@ -82,7 +85,10 @@ async fn config_is_read_and_replaced_only_when_valid() {
 
     let (status, config) = call(&app, get("/config")).await;
     assert_eq!(status, 200);
-    assert_eq!(config["exchanges"]["simulated"]["symbols"], json!(["BTCUSDT", "ETHUSDT"]));
+    assert_eq!(
+        config["exchanges"]["simulated"]["symbols"],
+        json!(["BTCUSDT", "ETHUSDT"])
+    );
     assert_eq!(config["batch_interval"], 60000);
 
     let (status, exchanges) = call(&app, get("/exchanges")).await;
@@ -99,12 +105,23 @@ async fn config_is_read_and_replaced_only_when_valid() {
 
     let mut bad = config.clone();
     bad["batch_interval"] = json!(5);
-    let message = error(&call(&app, post("/config", bad)).await, 400, "invalid_config");
-    assert!(message.starts_with("batch_interval: 5 ms is out of range"), "{message}");
+    let message = error(
+        &call(&app, post("/config", bad)).await,
+        400,
+        "invalid_config",
+    );
+    assert!(
+        message.starts_with("batch_interval: 5 ms is out of range"),
+        "{message}"
+    );
 
     let mut unknown = config.clone();
     unknown["colour"] = json!("blue");
-    let message = error(&call(&app, post("/config", unknown)).await, 400, "invalid_config");
+    let message = error(
+        &call(&app, post("/config", unknown)).await,
+        400,
+        "invalid_config",
+    );
     assert!(message.starts_with("colour: unknown field"), "{message}");
 
     // Malformed JSON, a missing content type and an oversized body never
@@ -116,14 +133,23 @@ async fn config_is_read_and_replaced_only_when_valid() {
     let message = error(&call(&app, malformed).await, 400, "bad_request");
     assert!(message.contains("not valid JSON"), "{message}");
 
-    let plain = TestRequest::post().uri("/config").set_payload(config.to_string());
+    let plain = TestRequest::post()
+        .uri("/config")
+        .set_payload(config.to_string());
     error(&call(&app, plain).await, 415, "unsupported_media_type");
 
     let huge = json!({"exchanges": {}, "padding": "x".repeat(70 * 1024)});
-    let message = error(&call(&app, post("/config", huge)).await, 413, "payload_too_large");
+    let message = error(
+        &call(&app, post("/config", huge)).await,
+        413,
+        "payload_too_large",
+    );
     assert!(message.contains("65536"), "{message}");
 
-    assert_eq!(control.calls(), ["config", "config", "replace_config port=4000"]);
+    assert_eq!(
+        control.calls(),
+        ["config", "config", "replace_config port=4000"]
+    );
 }
 
 #[actix_web::test]
@@ -132,13 +158,29 @@ async fn exchange_symbols_are_listed_and_validated_before_being_set() {
     let app = app(deps).await;
 
     let answer = call(&app, get("/exchangeSymbols/simulated")).await;
-    assert_eq!(answer, (200, json!({"exchange": "simulated", "symbols": ["BTCUSDT", "ETHUSDT"]})));
-    let message = error(&call(&app, get("/exchangeSymbols/kraken")).await, 400, "unknown_exchange");
-    assert!(message.starts_with("exchange: unknown exchange \"kraken\""), "{message}");
+    assert_eq!(
+        answer,
+        (
+            200,
+            json!({"exchange": "simulated", "symbols": ["BTCUSDT", "ETHUSDT"]})
+        )
+    );
+    let message = error(
+        &call(&app, get("/exchangeSymbols/kraken")).await,
+        400,
+        "unknown_exchange",
+    );
+    assert!(
+        message.starts_with("exchange: unknown exchange \"kraken\""),
+        "{message}"
+    );
 
     let (status, body) = call(
         &app,
-        post("/exchangeSymbols", json!({"exchange": "simulated", "symbols": ["SOLUSDT", "BTCUSDT"]})),
+        post(
+            "/exchangeSymbols",
+            json!({"exchange": "simulated", "symbols": ["SOLUSDT", "BTCUSDT"]}),
+        ),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -146,35 +188,76 @@ async fn exchange_symbols_are_listed_and_validated_before_being_set() {
     assert_eq!(body["config"]["symbols"], json!(["SOLUSDT", "BTCUSDT"]));
     assert_eq!(body["config"]["enabled"], true);
 
-    let too_many: Vec<String> = (0..=MAX_SYMBOLS_PER_EXCHANGE).map(|i| format!("S{i}USDT")).collect();
+    let too_many: Vec<String> = (0..=MAX_SYMBOLS_PER_EXCHANGE)
+        .map(|i| format!("S{i}USDT"))
+        .collect();
     let cases = [
-        (json!({"exchange": "kraken", "symbols": []}), "unknown_exchange", "exchange: unknown exchange"),
-        (json!({"exchange": 7, "symbols": []}), "bad_request", "exchange: expected a string"),
+        (
+            json!({"exchange": "kraken", "symbols": []}),
+            "unknown_exchange",
+            "exchange: unknown exchange",
+        ),
+        (
+            json!({"exchange": 7, "symbols": []}),
+            "bad_request",
+            "exchange: expected a string",
+        ),
         (json!({"symbols": []}), "bad_request", "exchange: missing"),
-        (json!({"exchange": "simulated"}), "bad_request", "symbols: missing"),
-        (json!({"exchange": "simulated", "symbols": "BTCUSDT"}), "bad_request", "symbols: expected an array"),
+        (
+            json!({"exchange": "simulated"}),
+            "bad_request",
+            "symbols: missing",
+        ),
+        (
+            json!({"exchange": "simulated", "symbols": "BTCUSDT"}),
+            "bad_request",
+            "symbols: expected an array",
+        ),
         (
             json!({"exchange": "simulated", "symbols": ["BTCUSDT", "btc/usdt"]}),
             "invalid_symbol",
             "symbols[1]: \"btc/usdt\" is not a symbol like BTCUSDT",
         ),
-        (json!({"exchange": "simulated", "symbols": ["BTCUSDT", 5]}), "invalid_symbol", "symbols[1]: expected a string"),
+        (
+            json!({"exchange": "simulated", "symbols": ["BTCUSDT", 5]}),
+            "invalid_symbol",
+            "symbols[1]: expected a string",
+        ),
         (
             json!({"exchange": "simulated", "symbols": ["BTCUSDT", "ETHUSDT", "BTCUSDT"]}),
             "duplicate_symbol",
             "symbols[2]: BTCUSDT is listed twice",
         ),
-        (json!({"exchange": "simulated", "symbols": too_many}), "too_many_symbols", "symbols: 501 given, at most 500"),
-        (json!({"exchange": "simulated", "symbols": [], "x": 1}), "bad_request", "x: unknown field"),
-        (json!(["simulated"]), "bad_request", "request body must be a JSON object"),
+        (
+            json!({"exchange": "simulated", "symbols": too_many}),
+            "too_many_symbols",
+            "symbols: 501 given, at most 500",
+        ),
+        (
+            json!({"exchange": "simulated", "symbols": [], "x": 1}),
+            "bad_request",
+            "x: unknown field",
+        ),
+        (
+            json!(["simulated"]),
+            "bad_request",
+            "request body must be a JSON object",
+        ),
     ];
     for (body, code, prefix) in cases {
-        let message = error(&call(&app, post("/exchangeSymbols", body.clone())).await, 400, code);
+        let message = error(
+            &call(&app, post("/exchangeSymbols", body.clone())).await,
+            400,
+            code,
+        );
         assert!(message.starts_with(prefix), "{body}: {message}");
     }
     assert_eq!(
         control.calls(),
-        ["exchange_symbols simulated", "set_symbols simulated [\"SOLUSDT\", \"BTCUSDT\"]"]
+        [
+            "exchange_symbols simulated",
+            "set_symbols simulated [\"SOLUSDT\", \"BTCUSDT\"]"
+        ]
     );
 }
 
@@ -183,25 +266,57 @@ async fn exchanges_are_enabled_disabled_or_toggled() {
     let Harness { deps, control, .. } = harness();
     let app = app(deps).await;
 
-    let (status, body) = call(&app, post("/toggleExchange", json!({"exchange": "simulated", "enabled": false}))).await;
+    let (status, body) = call(
+        &app,
+        post(
+            "/toggleExchange",
+            json!({"exchange": "simulated", "enabled": false}),
+        ),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["exchange"], "simulated");
     assert_eq!(body["enabled"], false);
     assert_eq!(body["config"]["enabled"], false);
     assert_eq!(body["config"]["symbols"], json!(["BTCUSDT", "ETHUSDT"]));
 
-    let (_, body) = call(&app, post("/toggleExchange", json!({"exchange": "simulated"}))).await;
+    let (_, body) = call(
+        &app,
+        post("/toggleExchange", json!({"exchange": "simulated"})),
+    )
+    .await;
     assert_eq!(body["enabled"], true, "omitted `enabled` toggles");
-    let (_, body) = call(&app, post("/toggleExchange", json!({"exchange": "simulated", "enabled": null}))).await;
+    let (_, body) = call(
+        &app,
+        post(
+            "/toggleExchange",
+            json!({"exchange": "simulated", "enabled": null}),
+        ),
+    )
+    .await;
     assert_eq!(body["enabled"], false);
 
     let message = error(
-        &call(&app, post("/toggleExchange", json!({"exchange": "simulated", "enabled": "yes"}))).await,
+        &call(
+            &app,
+            post(
+                "/toggleExchange",
+                json!({"exchange": "simulated", "enabled": "yes"}),
+            ),
+        )
+        .await,
         400,
         "bad_request",
     );
-    assert!(message.starts_with("enabled: expected true or false"), "{message}");
-    error(&call(&app, post("/toggleExchange", json!({"exchange": "nope"}))).await, 400, "unknown_exchange");
+    assert!(
+        message.starts_with("enabled: expected true or false"),
+        "{message}"
+    );
+    error(
+        &call(&app, post("/toggleExchange", json!({"exchange": "nope"}))).await,
+        400,
+        "unknown_exchange",
+    );
 
     assert_eq!(
         control.calls(),
@@ -218,10 +333,26 @@ async fn supervisor_errors_map_to_statuses_and_codes() {
     let Harness { deps, control, .. } = harness();
     let app = app(deps).await;
     let cases = [
-        (ControlError::invalid("no_adapter", "okx_futures has no adapter"), 400, "no_adapter"),
-        (ControlError::Exchange("HTTP 429".into()), 502, "exchange_error"),
-        (ControlError::Unavailable("restarting".into()), 503, "unavailable"),
-        (ControlError::Internal("config.json: disk full".into()), 500, "internal"),
+        (
+            ControlError::invalid("no_adapter", "okx_futures has no adapter"),
+            400,
+            "no_adapter",
+        ),
+        (
+            ControlError::Exchange("HTTP 429".into()),
+            502,
+            "exchange_error",
+        ),
+        (
+            ControlError::Unavailable("restarting".into()),
+            503,
+            "unavailable",
+        ),
+        (
+            ControlError::Internal("config.json: disk full".into()),
+            500,
+            "internal",
+        ),
     ];
     for (failure, status, code) in cases {
         control.fail_with(Some(failure.clone()));
@@ -230,9 +361,15 @@ async fn supervisor_errors_map_to_statuses_and_codes() {
             get("/config"),
             get("/exchanges"),
             get("/exchangeSymbols/okx_futures"),
-            post("/exchangeSymbols", json!({"exchange": "simulated", "symbols": ["BTCUSDT"]})),
+            post(
+                "/exchangeSymbols",
+                json!({"exchange": "simulated", "symbols": ["BTCUSDT"]}),
+            ),
             post("/toggleExchange", json!({"exchange": "simulated"})),
-            post("/config", serde_json::from_str(crate::gateway::test_support::CONFIG).unwrap()),
+            post(
+                "/config",
+                serde_json::from_str(crate::gateway::test_support::CONFIG).unwrap(),
+            ),
             TestRequest::post().uri("/restart"),
             TestRequest::post().uri("/deleteDatabase"),
         ] {
@@ -249,14 +386,22 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
 
     let message = error(&call(&app, get("/nope")).await, 404, "not_found");
     assert_eq!(message, "no route for GET /nope");
-    error(&call(&app, get("/ohlcv/simulated/BTCUSDT")).await, 404, "not_found");
+    error(
+        &call(&app, get("/ohlcv/simulated/BTCUSDT")).await,
+        404,
+        "not_found",
+    );
 
-    let response = test::call_service(&app, TestRequest::delete().uri("/config").to_request()).await;
+    let response =
+        test::call_service(&app, TestRequest::delete().uri("/config").to_request()).await;
     assert_eq!(response.status().as_u16(), 405);
     assert_eq!(response.headers().get(header::ALLOW).unwrap(), "GET, POST");
     let body: Value = test::read_body_json(response).await;
     assert_eq!(body["error"]["code"], "method_not_allowed");
-    assert_eq!(body["error"]["message"], "DELETE is not allowed on /config; allowed: GET, POST");
+    assert_eq!(
+        body["error"]["message"],
+        "DELETE is not allowed on /config; allowed: GET, POST"
+    );
 
     for (method, path) in [
         (Method::POST, "/health"),
@@ -265,12 +410,19 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
         (Method::PUT, "/ohlcv/simulated/BTCUSDT/1m"),
         (Method::POST, "/databaseSymbols"),
     ] {
-        error(&call(&app, TestRequest::default().method(method).uri(path)).await, 405, "method_not_allowed");
+        error(
+            &call(&app, TestRequest::default().method(method).uri(path)).await,
+            405,
+            "method_not_allowed",
+        );
     }
 
     // A plain GET on the WebSocket route is refused in the same shape.
     let message = error(&call(&app, get("/ws")).await, 400, "bad_request");
-    assert!(message.starts_with("expected a WebSocket upgrade"), "{message}");
+    assert!(
+        message.starts_with("expected a WebSocket upgrade"),
+        "{message}"
+    );
 }
 
 #[actix_web::test]
@@ -278,26 +430,78 @@ async fn ohlcv_validates_every_part_of_the_request() {
     let Harness { deps, .. } = harness();
     let app = app(deps).await;
     let cases = [
-        ("/ohlcv/kraken/BTCUSDT/1m", "unknown_exchange", "exchange: unknown exchange \"kraken\""),
-        ("/ohlcv/simulated/btcusdt/1m", "invalid_symbol", "symbol: \"btcusdt\" is not a symbol"),
+        (
+            "/ohlcv/kraken/BTCUSDT/1m",
+            "unknown_exchange",
+            "exchange: unknown exchange \"kraken\"",
+        ),
+        (
+            "/ohlcv/simulated/btcusdt/1m",
+            "invalid_symbol",
+            "symbol: \"btcusdt\" is not a symbol",
+        ),
         ("/ohlcv/simulated/BTC-USDT/1m", "invalid_symbol", "symbol:"),
-        ("/ohlcv/simulated/BTCUSDT/2m", "unknown_interval", "interval: unknown interval \"2m\""),
-        ("/ohlcv/simulated/BTCUSDT/1m?from=abc", "bad_request", "from: \"abc\" is not a time"),
-        ("/ohlcv/simulated/BTCUSDT/1m?to=-5", "bad_request", "to: \"-5\" is not a time"),
-        ("/ohlcv/simulated/BTCUSDT/1m?from=1.5", "bad_request", "from:"),
-        ("/ohlcv/simulated/BTCUSDT/1m?from=10&to=9", "bad_range", "from (10) is after to (9)"),
-        ("/ohlcv/simulated/BTCUSDT/1m?limit=0", "bad_limit", "limit: \"0\" is not a whole number from 1 to 5000"),
-        ("/ohlcv/simulated/BTCUSDT/1m?limit=5001", "bad_limit", "limit: \"5001\""),
-        ("/ohlcv/simulated/BTCUSDT/1m?limit=ten", "bad_limit", "limit: \"ten\""),
-        ("/ohlcv/simulated/BTCUSDT/1m?limit=-1", "bad_limit", "limit:"),
-        ("/ohlcv/simulated/BTCUSDT/1m?from=1&from=2", "bad_request", "query string:"),
+        (
+            "/ohlcv/simulated/BTCUSDT/2m",
+            "unknown_interval",
+            "interval: unknown interval \"2m\"",
+        ),
+        (
+            "/ohlcv/simulated/BTCUSDT/1m?from=abc",
+            "bad_request",
+            "from: \"abc\" is not a time",
+        ),
+        (
+            "/ohlcv/simulated/BTCUSDT/1m?to=-5",
+            "bad_request",
+            "to: \"-5\" is not a time",
+        ),
+        (
+            "/ohlcv/simulated/BTCUSDT/1m?from=1.5",
+            "bad_request",
+            "from:",
+        ),
+        (
+            "/ohlcv/simulated/BTCUSDT/1m?from=10&to=9",
+            "bad_range",
+            "from (10) is after to (9)",
+        ),
+        (
+            "/ohlcv/simulated/BTCUSDT/1m?limit=0",
+            "bad_limit",
+            "limit: \"0\" is not a whole number from 1 to 5000",
+        ),
+        (
+            "/ohlcv/simulated/BTCUSDT/1m?limit=5001",
+            "bad_limit",
+            "limit: \"5001\"",
+        ),
+        (
+            "/ohlcv/simulated/BTCUSDT/1m?limit=ten",
+            "bad_limit",
+            "limit: \"ten\"",
+        ),
+        (
+            "/ohlcv/simulated/BTCUSDT/1m?limit=-1",
+            "bad_limit",
+            "limit:",
+        ),
+        (
+            "/ohlcv/simulated/BTCUSDT/1m?from=1&from=2",
+            "bad_request",
+            "query string:",
+        ),
     ];
     for (uri, code, prefix) in cases {
         let message = error(&call(&app, get(uri)).await, 400, code);
         assert!(message.starts_with(prefix), "{uri}: {message}");
     }
     // Empty values count as absent; unknown parameters are ignored.
-    let answer = call(&app, get("/ohlcv/simulated/BTCUSDT/1m?from=&to=&limit=&_=123")).await;
+    let answer = call(
+        &app,
+        get("/ohlcv/simulated/BTCUSDT/1m?from=&to=&limit=&_=123"),
+    )
+    .await;
     assert_eq!(answer, (200, json!([])));
 }
 
@@ -316,6 +520,7 @@ async fn ohlcv_returns_stored_and_queued_candles_in_ascending_order() {
     }
     deps.storage.try_submit(candle("ETHUSDT", 0)).unwrap();
     queued(&deps, 8).await;
+    let storage = deps.storage.clone();
     let app = app(deps).await;
 
     let times = |body: &Value| -> Vec<i64> {
@@ -339,22 +544,45 @@ async fn ohlcv_returns_stored_and_queued_candles_in_ascending_order() {
     let (_, latest) = call(&app, get("/ohlcv/simulated/BTCUSDT/1m?limit=3")).await;
     assert_eq!(times(&latest), [7, 8, 9]);
     let to = BASE_TIME + 5 * 60_000;
-    let (_, before) = call(&app, get(&format!("/ohlcv/simulated/BTCUSDT/1m?limit=3&to={to}"))).await;
+    let (_, before) = call(
+        &app,
+        get(&format!("/ohlcv/simulated/BTCUSDT/1m?limit=3&to={to}")),
+    )
+    .await;
     assert_eq!(times(&before), [3, 4, 5]);
 
     // With `from`: the first `limit` from `from`.
     let from = BASE_TIME + 2 * 60_000;
-    let (_, first) = call(&app, get(&format!("/ohlcv/simulated/BTCUSDT/1m?from={from}&limit=4"))).await;
+    let (_, first) = call(
+        &app,
+        get(&format!("/ohlcv/simulated/BTCUSDT/1m?from={from}&limit=4")),
+    )
+    .await;
     assert_eq!(times(&first), [2, 3, 4, 5]);
-    let (_, window) = call(&app, get(&format!("/ohlcv/simulated/BTCUSDT/1m?from={from}&to={to}"))).await;
+    let (_, window) = call(
+        &app,
+        get(&format!("/ohlcv/simulated/BTCUSDT/1m?from={from}&to={to}")),
+    )
+    .await;
     assert_eq!(times(&window), [2, 3, 4, 5]);
 
     // Other series are separate; an unknown series is empty, not an error.
     let (_, eth) = call(&app, get("/ohlcv/simulated/ETHUSDT/1m")).await;
     assert_eq!(times(&eth), [0]);
-    assert_eq!(call(&app, get("/ohlcv/simulated/BTCUSDT/5m")).await, (200, json!([])));
-    assert_eq!(call(&app, get("/ohlcv/binance_futures/BTCUSDT/1m")).await, (200, json!([])));
+    assert_eq!(
+        call(&app, get("/ohlcv/simulated/BTCUSDT/5m")).await,
+        (200, json!([]))
+    );
+    assert_eq!(
+        call(&app, get("/ohlcv/binance_futures/BTCUSDT/1m")).await,
+        (200, json!([]))
+    );
 
+    // Series as stored (the storage thread's summary of series that are
+    // partly queued is its own business; flush to compare exactly).
+    let (status, _) = call(&app, get("/databaseSymbols")).await;
+    assert_eq!(status, 200);
+    assert_eq!(storage.flush().await.unwrap(), 8);
     let (status, series) = call(&app, get("/databaseSymbols")).await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -374,9 +602,17 @@ async fn a_missing_storage_thread_is_unavailable() {
     // Channels without a thread: dropping them leaves a handle to nobody.
     deps.storage = StorageChannels::new().handle();
     let app = app(deps).await;
-    let message = error(&call(&app, get("/ohlcv/simulated/BTCUSDT/1m")).await, 503, "unavailable");
+    let message = error(
+        &call(&app, get("/ohlcv/simulated/BTCUSDT/1m")).await,
+        503,
+        "unavailable",
+    );
     assert_eq!(message, "storage is not running");
-    error(&call(&app, get("/databaseSymbols")).await, 503, "unavailable");
+    error(
+        &call(&app, get("/databaseSymbols")).await,
+        503,
+        "unavailable",
+    );
 }
 
 #[test]
@@ -384,12 +620,26 @@ fn ohlcv_queries_follow_the_documented_defaults() {
     let params = OhlcvParams::default();
     let (key, query) = parse_ohlcv("simulated", "BTCUSDT", "1h", &params).unwrap();
     assert_eq!(key.to_string(), "simulated/BTCUSDT/1h");
-    assert_eq!(query, CandleQuery { from: None, to: None, limit: DEFAULT_OHLCV_LIMIT });
+    assert_eq!(
+        query,
+        CandleQuery {
+            from: None,
+            to: None,
+            limit: DEFAULT_OHLCV_LIMIT
+        }
+    );
     let params = OhlcvParams {
         from: Some("0".into()),
         to: Some("0".into()),
         limit: Some("5000".into()),
     };
     let (_, query) = parse_ohlcv("simulated", "BTCUSDT", "1h", &params).unwrap();
-    assert_eq!(query, CandleQuery { from: Some(0), to: Some(0), limit: MAX_OHLCV_LIMIT });
+    assert_eq!(
+        query,
+        CandleQuery {
+            from: Some(0),
+            to: Some(0),
+            limit: MAX_OHLCV_LIMIT
+        }
+    );
 }

@@ -1,0 +1,134 @@
+//! Gateway actor tests: heartbeats, an unexpected end of the server, and
+//! binding.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::Value;
+
+use super::*;
+use crate::gateway::test_support::{eventually, harness, recorder, within};
+use crate::lifecycle::{ExitReason, HeartbeatSink};
+
+#[actix_web::test]
+async fn the_gateway_reports_heartbeats_and_serves_http() {
+    let h = harness();
+    let (server, addr) = bind_server(h.deps.clone(), "127.0.0.1:0".parse().unwrap(), 2).unwrap();
+    assert_ne!(addr.port(), 0, "port 0 resolves to the bound port");
+    let (monitor, heartbeats) = recorder::<Heartbeat>();
+    let sink = HeartbeatSink::default();
+    sink.set(monitor.recipient());
+    let gateway = Gateway::new(
+        server,
+        addr,
+        h.deps.broadcaster.clone(),
+        sink,
+        LifeGuard::new(ChildId::Gateway, 7, h.exit_sink.clone()),
+    )
+    .start();
+
+    let beat = eventually("a heartbeat", || {
+        heartbeats.lock().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(beat.child, ChildId::Gateway);
+    assert_eq!(beat.generation, 7);
+    assert_eq!(beat.metrics["clients"], 0);
+    assert_eq!(beat.metrics["published"], 0);
+    assert_eq!(beat.metrics["address"], addr.to_string());
+    assert!(
+        beat.metrics["cpuUser"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .is_ok(),
+        "{beat:?}"
+    );
+    assert!(beat.metrics["timestamp"].as_i64().unwrap() > 0);
+
+    let mut response = within(
+        "GET /health",
+        awc::Client::new()
+            .get(format!("http://{addr}/health"))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = within("the body", response.json()).await.unwrap();
+    assert_eq!(body, serde_json::json!({"status": "ok"}));
+
+    within("the gateway to stop", gateway.send(StopGateway))
+        .await
+        .unwrap();
+    // A second address on the same port binds again once stopped.
+    let (again, _) = bind_server(h.deps.clone(), addr, 1).unwrap();
+    drop(again);
+}
+
+#[actix_web::test]
+async fn a_server_that_ends_unasked_stops_the_actor_as_an_early_stop() {
+    let h = harness();
+    let (server, addr) = bind_server(h.deps.clone(), "127.0.0.1:0".parse().unwrap(), 1).unwrap();
+    let handle = server.handle();
+    let gateway = Gateway::new(
+        server,
+        addr,
+        h.deps.broadcaster.clone(),
+        HeartbeatSink::default(),
+        LifeGuard::new(ChildId::Gateway, 3, h.exit_sink.clone()),
+    )
+    .start();
+    // Wait until the server runs, then end it behind the actor's back.
+    within("GET /health", async {
+        loop {
+            if awc::Client::new()
+                .get(format!("http://{addr}/health"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    within("the server to stop", handle.stop(true)).await;
+
+    let exit = eventually("the exit report", || {
+        let exits = h.exits.lock().unwrap();
+        exits
+            .iter()
+            .find(|e| e.child == ChildId::Gateway)
+            .map(|e| (e.generation, e.reason.clone()))
+    })
+    .await;
+    assert_eq!(exit, (3, ExitReason::Stopped));
+    eventually("the actor to stop", || (!gateway.connected()).then_some(())).await;
+}
+
+#[actix_web::test]
+async fn binding_a_taken_port_fails_with_the_os_error() {
+    let h = harness();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let error = bind_server(h.deps.clone(), addr, 1)
+        .err()
+        .expect("the port is taken");
+    assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+}
+
+#[test]
+fn server_threads_cpu_time_is_read_on_linux() {
+    if cfg!(target_os = "linux") {
+        assert!(server_cpu_seconds().is_some());
+    }
+    let mut meter = ServerCpuMeter::default();
+    assert_eq!(
+        meter.sample(),
+        0.0,
+        "the first sample has nothing to compare with"
+    );
+    assert!(meter.sample() >= 0.0);
+}
