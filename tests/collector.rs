@@ -27,8 +27,20 @@ fn metric(child: &Value, name: &str) -> u64 {
 fn serves_backfilled_and_live_candles_over_http_and_websocket() {
     // Nothing is written to disk during the test: /ohlcv must show queued
     // candles.
-    let collector = Collector::start(&simulated_config(|c| c["batch_interval"] = json!(3_600_000)));
+    let collector = Collector::start(&simulated_config(|c| {
+        c["batch_interval"] = json!(3_600_000)
+    }));
     let mut ws = collector.ws();
+    // A new client first gets the recent log lines.
+    let log = ws.wait_for("a log line", PATIENCE, |m| m["type"] == "log");
+    assert!(
+        log["data"]["message"].is_string() && log["data"]["timestamp"].is_string(),
+        "{log}"
+    );
+    assert!(
+        ["info", "success", "warn", "error"].contains(&log["data"]["type"].as_str().unwrap()),
+        "{log}"
+    );
 
     let candles = wait_for("bootstrap history on /ohlcv", PATIENCE, || {
         let candles = simulated_candles(&collector, "BTCUSDT");
@@ -61,20 +73,31 @@ fn serves_backfilled_and_live_candles_over_http_and_websocket() {
     assert!(data["memory"]["total"].as_u64().unwrap() > 0, "{info}");
     assert!(data["process"]["rss"].as_u64().unwrap() > 0, "{info}");
     assert!(data["database"]["total"].is_number(), "{info}");
-    assert!(data["platform"].is_string() && data["arch"].is_string(), "{info}");
+    assert!(
+        data["platform"].is_string() && data["arch"].is_string(),
+        "{info}"
+    );
 
     // The open candle keeps moving on /ohlcv as live updates arrive.
-    wait_for("a live update of the open candle on /ohlcv", PATIENCE, || {
-        let candles = simulated_candles(&collector, "BTCUSDT");
-        let last = candles.last()?.clone();
-        (last.open_time > first_open.open_time || step_of(SEED, &last) > step_of(SEED, &first_open)).then_some(())
-    });
+    wait_for(
+        "a live update of the open candle on /ohlcv",
+        PATIENCE,
+        || {
+            let candles = simulated_candles(&collector, "BTCUSDT");
+            let last = candles.last()?.clone();
+            (last.open_time > first_open.open_time
+                || step_of(SEED, &last) > step_of(SEED, &first_open))
+            .then_some(())
+        },
+    );
 }
 
 #[test]
 fn sigterm_saves_every_candle_with_its_last_values() {
     // A batch interval of an hour: everything must come from the final flush.
-    let collector = Collector::start(&simulated_config(|c| c["batch_interval"] = json!(3_600_000)));
+    let collector = Collector::start(&simulated_config(|c| {
+        c["batch_interval"] = json!(3_600_000)
+    }));
     let mut ws = collector.ws();
     let mut seen = 0;
     let mut last_seen = std::collections::HashMap::new();
@@ -99,7 +122,9 @@ fn sigterm_saves_every_candle_with_its_last_values() {
 
     let connection = rusqlite::Connection::open(dir.path().join("data/ohlcv.db")).unwrap();
     let mut query = connection
-        .prepare("SELECT * FROM ohlcv WHERE exchange=? AND symbol=? AND interval=? ORDER BY timestamp")
+        .prepare(
+            "SELECT * FROM ohlcv WHERE exchange=? AND symbol=? AND interval=? ORDER BY timestamp",
+        )
         .unwrap();
     for symbol in ["BTCUSDT", "ETHUSDT"] {
         let key = key(symbol, Interval::M1);
@@ -137,11 +162,16 @@ fn a_panicking_datasource_is_restarted_and_the_series_has_no_gap() {
     }));
     let child = wait_for("the supervisor to restart the datasource", PATIENCE, || {
         let child = collector.child_status("simulated")?;
-        (child["restarts"].as_u64()? >= 1 && child["state"] == "running" && metric(&child, "updates") > 0)
+        (child["restarts"].as_u64()? >= 1
+            && child["state"] == "running"
+            && metric(&child, "updates") > 0)
             .then_some(child)
     });
     let error = child["last_error"].as_str().unwrap();
-    assert!(error.contains("panicked") && error.contains("simulated fault"), "{child}");
+    assert!(
+        error.contains("panicked") && error.contains("simulated fault"),
+        "{child}"
+    );
     for symbol in ["BTCUSDT", "ETHUSDT"] {
         assert_exact_and_contiguous(SEED, &simulated_candles(&collector, symbol));
     }
@@ -155,10 +185,18 @@ fn a_stalled_datasource_is_restarted_after_three_missed_heartbeats() {
     }));
     let child = wait_for("the stalled datasource to be replaced", PATIENCE, || {
         let child = collector.child_status("simulated")?;
-        (child["restarts"].as_u64()? >= 1 && child["state"] == "running" && metric(&child, "updates") > 0)
+        (child["restarts"].as_u64()? >= 1
+            && child["state"] == "running"
+            && metric(&child, "updates") > 0)
             .then_some(child)
     });
-    assert!(child["last_error"].as_str().unwrap().contains("missed 3 heartbeats"), "{child}");
+    assert!(
+        child["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("missed 3 heartbeats"),
+        "{child}"
+    );
     for symbol in ["BTCUSDT", "ETHUSDT"] {
         assert_exact_and_contiguous(SEED, &simulated_candles(&collector, symbol));
     }
@@ -172,10 +210,18 @@ fn dropped_and_silent_streams_reconnect() {
     }));
     let child = wait_for("two reconnects", PATIENCE, || {
         let child = collector.child_status("simulated")?;
-        (metric(&child, "reconnects") >= 2 && child["metrics"]["state"] == "streaming").then_some(child)
+        (metric(&child, "reconnects") >= 2 && child["metrics"]["state"] == "streaming")
+            .then_some(child)
     });
-    assert_eq!(child["restarts"], 0, "a reconnect is not a restart: {child}");
-    assert!(collector.stderr().contains("stream silent"), "{}", collector.stderr());
+    assert_eq!(
+        child["restarts"], 0,
+        "a reconnect is not a restart: {child}"
+    );
+    assert!(
+        collector.stderr().contains("stream silent"),
+        "{}",
+        collector.stderr()
+    );
     for symbol in ["BTCUSDT", "ETHUSDT"] {
         assert_exact_and_contiguous(SEED, &simulated_candles(&collector, symbol));
     }
@@ -189,10 +235,16 @@ fn exchanges_toggle_and_symbols_reload_while_running() {
         (collector.child_status("simulated")?["state"] == "running").then_some(())
     });
 
-    let (status, body) = collector.post("/toggleExchange", &json!({"exchange": "simulated", "enabled": false}));
+    let (status, body) = collector.post(
+        "/toggleExchange",
+        &json!({"exchange": "simulated", "enabled": false}),
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["enabled"], false);
-    assert_eq!(collector.child_status("simulated").unwrap()["state"], "stopped");
+    assert_eq!(
+        collector.child_status("simulated").unwrap()["state"],
+        "stopped"
+    );
     let saved: Value = serde_json::from_slice(&file_bytes(&collector.config_path())).unwrap();
     assert_eq!(saved["exchanges"]["simulated"]["enabled"], false);
     assert!(collector.dir.path().join("config.json.bak").exists());
@@ -210,7 +262,10 @@ fn exchanges_toggle_and_symbols_reload_while_running() {
     );
     assert_eq!(status, 200, "{body}");
     ws.wait_for("reload_progress for SOLUSDT", PATIENCE, |m| {
-        m["type"] == "reload_progress" && m["data"]["message"].as_str().is_some_and(|s| s.contains("SOLUSDT"))
+        m["type"] == "reload_progress"
+            && m["data"]["message"]
+                .as_str()
+                .is_some_and(|s| s.contains("SOLUSDT"))
     });
     let done = ws.wait_for("reload_progress: streaming", PATIENCE, |m| {
         m["type"] == "reload_progress" && m["data"]["status"] == "streaming"
@@ -223,14 +278,23 @@ fn exchanges_toggle_and_symbols_reload_while_running() {
     });
     assert_exact_and_contiguous(SEED, &sol);
     let saved: Value = serde_json::from_slice(&file_bytes(&collector.config_path())).unwrap();
-    assert_eq!(saved["exchanges"]["simulated"]["symbols"], json!(["BTCUSDT", "SOLUSDT"]));
+    assert_eq!(
+        saved["exchanges"]["simulated"]["symbols"],
+        json!(["BTCUSDT", "SOLUSDT"])
+    );
 
     // An exchange without an adapter cannot be enabled; nothing changes.
     let before = file_bytes(&collector.config_path());
-    let (status, body) = collector.post("/toggleExchange", &json!({"exchange": "binance_futures", "enabled": true}));
+    let (status, body) = collector.post(
+        "/toggleExchange",
+        &json!({"exchange": "binance_futures", "enabled": true}),
+    );
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_config");
-    assert!(body["error"]["message"].as_str().unwrap().contains("exchanges.binance_futures.enabled"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("exchanges.binance_futures.enabled"));
     assert_eq!(file_bytes(&collector.config_path()), before);
 }
 
@@ -254,7 +318,12 @@ fn bad_requests_get_documented_errors_and_change_nothing() {
         let (status, body) = collector.get(path);
         assert_eq!(status, 400, "{path}: {body}");
         assert_eq!(body["error"]["code"], code, "{path}: {body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{path}: {body}"
+        );
     }
     let (status, body) = collector.get("/no/such/route");
     assert_eq!(status, 404, "{body}");
@@ -265,7 +334,13 @@ fn bad_requests_get_documented_errors_and_change_nothing() {
     let (status, body) = collector.post("/config", &bad_config);
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_config");
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("batch_interval:"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("batch_interval:"),
+        "{body}"
+    );
 
     let (status, body) = collector.post_raw("/config", "{not json");
     assert_eq!(status, 400, "{body}");
@@ -276,7 +351,13 @@ fn bad_requests_get_documented_errors_and_change_nothing() {
         &json!({"exchange": "simulated", "symbols": ["BTCUSDT", "BTC/USDT"]}),
     );
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("symbols[1]"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("symbols[1]"),
+        "{body}"
+    );
 
     assert_eq!(collector.get("/config").1, config_before);
     assert_eq!(file_bytes(&collector.config_path()), file_before);
@@ -287,9 +368,18 @@ fn bad_requests_get_documented_errors_and_change_nothing() {
 #[test]
 fn bad_config_files_are_refused_naming_the_key() {
     let cases: [(Value, &str); 4] = [
-        (simulated_config(|c| c["exchanges"]["simulated"]["symbols"][1] = json!("ETH/USDT")), "exchanges.simulated.symbols[1]"),
-        (simulated_config(|c| c["intervals"] = json!(["1m", "7m"])), "intervals[1]"),
-        (simulated_config(|c| c["batch_interval"] = json!(0)), "batch_interval"),
+        (
+            simulated_config(|c| c["exchanges"]["simulated"]["symbols"][1] = json!("ETH/USDT")),
+            "exchanges.simulated.symbols[1]",
+        ),
+        (
+            simulated_config(|c| c["intervals"] = json!(["1m", "7m"])),
+            "intervals[1]",
+        ),
+        (
+            simulated_config(|c| c["batch_interval"] = json!(0)),
+            "batch_interval",
+        ),
         (simulated_config(|c| c["colour"] = json!("blue")), "colour"),
     ];
     for (config, key) in cases {
@@ -304,7 +394,10 @@ fn bad_config_files_are_refused_naming_the_key() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{key}: accepted");
         assert!(stderr.contains(key), "{key}: {stderr}");
-        assert!(!dir.path().join("data").exists(), "{key}: the database was created");
+        assert!(
+            !dir.path().join("data").exists(),
+            "{key}: the database was created"
+        );
     }
 }
 
@@ -323,7 +416,11 @@ fn a_newer_database_is_refused_and_left_untouched() {
             .unwrap();
     }
     let before = file_bytes(&database);
-    std::fs::write(dir.path().join("config.json"), simulated_config(|_| {}).to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        simulated_config(|_| {}).to_string(),
+    )
+    .unwrap();
     let output = std::process::Command::new(common::binary())
         .args(["run", "--config"])
         .arg(dir.path().join("config.json"))
@@ -331,7 +428,10 @@ fn a_newer_database_is_refused_and_left_untouched() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("database") && stderr.contains("99"), "{stderr}");
+    assert!(
+        stderr.contains("database") && stderr.contains("99"),
+        "{stderr}"
+    );
     assert_eq!(file_bytes(&database), before);
 }
 
@@ -345,12 +445,21 @@ fn websocket_commands_are_answered() {
     let mut ws = collector.ws();
     let mut ask = |command: &str| {
         ws.send(&json!({"type": "command", "data": command}));
-        ws.wait_for(command, PATIENCE, |m| m["type"] == "command_result" && m["data"]["command"] == command)
+        ws.wait_for(command, PATIENCE, |m| {
+            m["type"] == "command_result" && m["data"]["command"] == command
+        })
     };
     let help = ask("help");
     assert_eq!(help["data"]["ok"], true);
     let status = ask("status");
-    assert!(status["data"]["result"]["children"].as_array().unwrap().len() >= 4, "{status}");
+    assert!(
+        status["data"]["result"]["children"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 4,
+        "{status}"
+    );
     wait_for("series in the database", PATIENCE, || {
         let list = ask("list");
         (list["data"]["result"].as_array()?.len() >= 2).then_some(())
@@ -383,10 +492,21 @@ fn delete_database_clears_the_history_and_bootstraps_again() {
         let candles = simulated_candles(&collector, "BTCUSDT");
         (candles.len() >= 30).then_some(candles)
     });
-    assert!(candles.len() <= 32, "old history survived: {} candles", candles.len());
+    assert!(
+        candles.len() <= 32,
+        "old history survived: {} candles",
+        candles.len()
+    );
     assert_exact_and_contiguous(SEED, &candles);
     let (_, series) = collector.get("/databaseSymbols");
-    assert!(series.as_array().unwrap().iter().all(|s| s["count"].as_u64().unwrap() <= 32), "{series}");
+    assert!(
+        series
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["count"].as_u64().unwrap() <= 32),
+        "{series}"
+    );
 }
 
 #[test]
@@ -409,7 +529,10 @@ fn restart_rereads_the_config_file_and_refuses_a_broken_one() {
     let (status, body) = collector.post("/restart", &json!({}));
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_config");
-    assert_eq!(collector.get("/config").1["exchanges"]["simulated"]["symbols"], json!(["XRPUSDT"]));
+    assert_eq!(
+        collector.get("/config").1["exchanges"]["simulated"]["symbols"],
+        json!(["XRPUSDT"])
+    );
     assert_eq!(collector.get("/health").0, 200);
 }
 
@@ -430,4 +553,116 @@ fn slow_clients_do_not_slow_the_collector() {
         (metric(&child, "updates") > before + 10_000).then_some(())
     });
     assert_eq!(collector.get("/health").0, 200);
+}
+
+#[test]
+fn a_locked_database_keeps_the_queue_and_loses_nothing() {
+    let collector = Collector::start(&simulated_config(|c| c["batch_interval"] = json!(200)));
+    wait_for("a first batch write", PATIENCE, || {
+        let storage = collector.child_status("storage")?;
+        (metric(&storage, "flushes") >= 1).then_some(())
+    });
+    // Another process takes the write lock, as a backup tool or a careless
+    // sqlite3 shell would.
+    let locker = rusqlite::Connection::open(collector.database_path()).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let storage = wait_for("failed writes to be reported", PATIENCE, || {
+        let storage = collector.child_status("storage")?;
+        (metric(&storage, "failed_flushes") >= 2 && metric(&storage, "queued") > 0)
+            .then_some(storage)
+    });
+    assert!(
+        storage["metrics"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("locked"),
+        "{storage}"
+    );
+    // Reads still see every candle, queued ones included.
+    for symbol in ["BTCUSDT", "ETHUSDT"] {
+        assert_exact_and_contiguous(SEED, &simulated_candles(&collector, symbol));
+    }
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    wait_for("writes to recover", PATIENCE, || {
+        let storage = collector.child_status("storage")?;
+        storage["metrics"]["last_error"].is_null().then_some(())
+    });
+    let (exit, stderr, dir) = collector.terminate();
+    assert!(exit.success(), "{stderr}");
+    let connection = rusqlite::Connection::open(dir.path().join("data/ohlcv.db")).unwrap();
+    for symbol in ["BTCUSDT", "ETHUSDT"] {
+        let key = key(symbol, Interval::M1);
+        let mut query = connection
+            .prepare("SELECT timestamp, open, high, low, close, volume, closed FROM ohlcv WHERE exchange='simulated' AND symbol=?1 AND interval='1m' ORDER BY timestamp")
+            .unwrap();
+        let candles: Vec<_> = query
+            .query_map([symbol], |row| {
+                Ok(json!({"timestamp": row.get::<_, i64>(0)?, "open": row.get::<_, f64>(1)?,
+                    "high": row.get::<_, f64>(2)?, "low": row.get::<_, f64>(3)?, "close": row.get::<_, f64>(4)?,
+                    "volume": row.get::<_, f64>(5)?, "closed": row.get::<_, i64>(6)? == 1}))
+            })
+            .unwrap()
+            .map(|row| from_row(&key, &row.unwrap()))
+            .collect();
+        assert!(candles.len() >= 120);
+        assert_exact_and_contiguous(SEED, &candles);
+    }
+}
+
+#[test]
+fn max_records_is_enforced_per_series() {
+    let collector = Collector::start(&simulated_config(|c| c["batch_interval"] = json!(200)));
+    wait_for("the bootstrap to be written", PATIENCE, || {
+        let (_, series) = collector.get("/databaseSymbols");
+        (series.as_array()?.len() == 2
+            && series
+                .as_array()?
+                .iter()
+                .all(|s| s["count"].as_u64() >= Some(120)))
+        .then_some(())
+    });
+    let mut config = collector.get("/config").1;
+    config["max_records"] = json!(50);
+    config["bootstrap_load"] = json!(50);
+    let (status, body) = collector.post("/config", &config);
+    assert_eq!(status, 200, "{body}");
+    wait_for("retention to apply", PATIENCE, || {
+        let (_, series) = collector.get("/databaseSymbols");
+        series
+            .as_array()?
+            .iter()
+            .all(|s| s["count"].as_u64() == Some(50))
+            .then_some(())
+    });
+    let candles = simulated_candles(&collector, "BTCUSDT");
+    assert_eq!(candles.len(), 50);
+    assert_exact_and_contiguous(SEED, &candles);
+}
+
+#[test]
+fn logs_are_json_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        simulated_config(|c| c["port"] = json!("eighty")).to_string(),
+    )
+    .unwrap();
+    let output = std::process::Command::new(common::binary())
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or_else(|| panic!("no JSON log line in {stderr}"));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert!(
+        line["fields"]["message"].as_str().unwrap().contains("port"),
+        "{line}"
+    );
 }

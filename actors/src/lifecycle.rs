@@ -262,7 +262,10 @@ mod tests {
 
     #[test]
     fn child_ids_print_as_users_see_them() {
-        assert_eq!(ChildId::Datasource(ExchangeId::Simulated).to_string(), "simulated");
+        assert_eq!(
+            ChildId::Datasource(ExchangeId::Simulated).to_string(),
+            "simulated"
+        );
         assert_eq!(
             serde_json::to_string(&ChildId::Storage).unwrap(),
             "\"storage\""

@@ -198,18 +198,23 @@ impl Monitor {
                 data.insert(child.to_string(), Value::Object(record.metrics));
             }
         }
-        self.deps.broadcaster.publish(&ServerMessage::WorkerMetrics(data));
+        self.deps
+            .broadcaster
+            .publish(&ServerMessage::WorkerMetrics(data));
     }
 
     fn publish_system_info(&mut self) {
         let info = self.system_info();
         self.watch_rss(info["process"]["rss"].as_u64().unwrap_or(0));
-        self.deps.broadcaster.publish(&ServerMessage::SystemInfo(info));
+        self.deps
+            .broadcaster
+            .publish(&ServerMessage::SystemInfo(info));
     }
 
     /// Host and process metrics in the seed's `system_info` shape.
     fn system_info(&mut self) -> Value {
-        let (mut cpu_usage, mut cores, mut total, mut used, mut rss, mut process_cpu) = (0.0, 0, 0, 0, 0, 0.0);
+        let (mut cpu_usage, mut cores, mut total, mut used, mut rss, mut process_cpu) =
+            (0.0, 0, 0, 0, 0, 0.0);
         if let Some(system) = self.system.as_mut() {
             system.refresh_cpu_usage();
             system.refresh_memory();
@@ -282,8 +287,11 @@ impl Monitor {
                 self.rss_warned_at = rss;
             }
             Some(_) if rss >= self.rss_warned_at.saturating_mul(2) => {
-                tracing::warn!(rss_mb = rss / 1_048_576, baseline_mb = self.rss_baseline.unwrap_or(0) / 1_048_576,
-                    "resident memory doubled since the last warning");
+                tracing::warn!(
+                    rss_mb = rss / 1_048_576,
+                    baseline_mb = self.rss_baseline.unwrap_or(0) / 1_048_576,
+                    "resident memory doubled since the last warning"
+                );
                 self.rss_warned_at = rss;
             }
             _ => {}
@@ -315,7 +323,9 @@ impl Actor for Monitor {
         // One second between stall checks keeps detection within a second
         // of the third missed heartbeat.
         ctx.run_interval(Duration::from_secs(1), |act, _| act.check_stalls());
-        ctx.run_interval(WORKER_METRICS_INTERVAL, |act, _| act.publish_worker_metrics());
+        ctx.run_interval(WORKER_METRICS_INTERVAL, |act, _| {
+            act.publish_worker_metrics()
+        });
         ctx.run_interval(SYSTEM_INFO_INTERVAL, |act, _| act.publish_system_info());
         // CPU usage needs two samples; take the first now.
         if let Some(system) = self.system.as_mut() {

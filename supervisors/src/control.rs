@@ -48,11 +48,19 @@ impl Control for SupervisorControl {
         self.ask(ReplaceConfig(config)).await?
     }
 
-    async fn toggle_exchange(&self, exchange: ExchangeId, enabled: Option<bool>) -> Result<ExchangeConfig, ControlError> {
+    async fn toggle_exchange(
+        &self,
+        exchange: ExchangeId,
+        enabled: Option<bool>,
+    ) -> Result<ExchangeConfig, ControlError> {
         self.ask(ToggleExchange { exchange, enabled }).await?
     }
 
-    async fn set_symbols(&self, exchange: ExchangeId, symbols: Vec<Symbol>) -> Result<ExchangeConfig, ControlError> {
+    async fn set_symbols(
+        &self,
+        exchange: ExchangeId,
+        symbols: Vec<Symbol>,
+    ) -> Result<ExchangeConfig, ControlError> {
         self.ask(SetSymbols { exchange, symbols }).await?
     }
 
@@ -171,7 +179,11 @@ fn empty_exchange() -> ExchangeConfig {
 impl Handler<ReplaceConfig> for Supervisor {
     type Result = AtomicResponse<Self, Result<ApplyReport, ControlError>>;
 
-    fn handle(&mut self, ReplaceConfig(config): ReplaceConfig, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        ReplaceConfig(config): ReplaceConfig,
+        ctx: &mut Self::Context,
+    ) -> Self::Result {
         AtomicResponse::new(self.save_and_apply(ctx, config))
     }
 }
@@ -181,12 +193,15 @@ impl Handler<ToggleExchange> for Supervisor {
 
     fn handle(&mut self, msg: ToggleExchange, ctx: &mut Self::Context) -> Self::Result {
         let mut new = self.config().clone();
-        let entry = new.exchanges.entry(msg.exchange).or_insert_with(empty_exchange);
+        let entry = new
+            .exchanges
+            .entry(msg.exchange)
+            .or_insert_with(empty_exchange);
         entry.enabled = msg.enabled.unwrap_or(!entry.enabled);
         let exchange = msg.exchange;
-        AtomicResponse::new(Box::pin(
-            self.save_and_apply(ctx, new).map(move |result, act: &mut Supervisor, _| result.map(|_| act.exchange_config(exchange))),
-        ))
+        AtomicResponse::new(Box::pin(self.save_and_apply(ctx, new).map(
+            move |result, act: &mut Supervisor, _| result.map(|_| act.exchange_config(exchange)),
+        )))
     }
 }
 
@@ -195,11 +210,14 @@ impl Handler<SetSymbols> for Supervisor {
 
     fn handle(&mut self, msg: SetSymbols, ctx: &mut Self::Context) -> Self::Result {
         let mut new = self.config().clone();
-        new.exchanges.entry(msg.exchange).or_insert_with(empty_exchange).symbols = msg.symbols;
+        new.exchanges
+            .entry(msg.exchange)
+            .or_insert_with(empty_exchange)
+            .symbols = msg.symbols;
         let exchange = msg.exchange;
-        AtomicResponse::new(Box::pin(
-            self.save_and_apply(ctx, new).map(move |result, act: &mut Supervisor, _| result.map(|_| act.exchange_config(exchange))),
-        ))
+        AtomicResponse::new(Box::pin(self.save_and_apply(ctx, new).map(
+            move |result, act: &mut Supervisor, _| result.map(|_| act.exchange_config(exchange)),
+        )))
     }
 }
 
@@ -215,7 +233,9 @@ impl Handler<Restart> for Supervisor {
             }
         };
         tracing::info!("restarting datasources");
-        AtomicResponse::new(Box::pin(self.apply(ctx, new, true).map(|report, _, _| Ok(report))))
+        AtomicResponse::new(Box::pin(
+            self.apply(ctx, new, true).map(|report, _, _| Ok(report)),
+        ))
     }
 }
 
@@ -234,20 +254,26 @@ impl Handler<DeleteDatabase> for Supervisor {
                 .await
                 .map_err(|e| ControlError::Internal(format!("database not cleared: {e}")))
         };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(move |cleared, act, ctx| {
-            if cleared.is_ok() {
-                tracing::info!(success = true, "database cleared");
-            }
-            act.start_datasources(ctx, running);
-            cleared
-        })))
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            move |cleared, act, ctx| {
+                if cleared.is_ok() {
+                    tracing::info!(success = true, "database cleared");
+                }
+                act.start_datasources(ctx, running);
+                cleared
+            },
+        )))
     }
 }
 
 impl Handler<ExchangeSymbols> for Supervisor {
     type Result = ResponseFuture<Result<Vec<Symbol>, ControlError>>;
 
-    fn handle(&mut self, ExchangeSymbols(exchange): ExchangeSymbols, _: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        ExchangeSymbols(exchange): ExchangeSymbols,
+        _: &mut Self::Context,
+    ) -> Self::Result {
         let source = self.cached_source(exchange);
         Box::pin(async move {
             let source = source.map_err(|e| ControlError::invalid("exchange_unavailable", e))?;

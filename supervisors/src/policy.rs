@@ -57,7 +57,12 @@ pub struct RestartTracker {
 impl RestartTracker {
     /// Records a death at `now` of a child that had run for `ran_for`, and
     /// decides what to do.
-    pub fn on_exit(&mut self, policy: &RestartPolicy, now: Instant, ran_for: Duration) -> RestartDecision {
+    pub fn on_exit(
+        &mut self,
+        policy: &RestartPolicy,
+        now: Instant,
+        ran_for: Duration,
+    ) -> RestartDecision {
         if ran_for >= policy.stable_after {
             self.consecutive = 0;
         }
@@ -117,7 +122,10 @@ mod tests {
         let mut tracker = RestartTracker::default();
         let t0 = Instant::now();
         tracker.on_exit(&policy, t0, S);
-        assert_eq!(tracker.on_exit(&policy, t0 + 2 * S, S), RestartDecision::RestartAfter(2 * S));
+        assert_eq!(
+            tracker.on_exit(&policy, t0 + 2 * S, S),
+            RestartDecision::RestartAfter(2 * S)
+        );
         assert_eq!(
             tracker.on_exit(&policy, t0 + 200 * S, 120 * S),
             RestartDecision::RestartAfter(S)
@@ -137,7 +145,9 @@ mod tests {
         }
         assert_eq!(
             tracker.on_exit(&policy, t0 + 5 * S, S),
-            RestartDecision::GiveUp { retry_after: 60 * S }
+            RestartDecision::GiveUp {
+                retry_after: 60 * S
+            }
         );
         // A minute later the old restarts no longer count.
         assert!(matches!(

@@ -20,7 +20,9 @@ use actix::prelude::*;
 use ohlcv_actors::control::{ApplyReport, ChildStatus, ControlError, StatusReport};
 use ohlcv_actors::datasource::exchanges;
 use ohlcv_actors::datasource::source::MarketSource;
-use ohlcv_actors::datasource::{Datasource, DatasourceDeps, DatasourceSettings, ReloadSettings, StopDatasource};
+use ohlcv_actors::datasource::{
+    Datasource, DatasourceDeps, DatasourceSettings, ReloadSettings, StopDatasource,
+};
 use ohlcv_actors::gateway::broadcast::Broadcaster;
 use ohlcv_actors::gateway::logs::LogHistory;
 use ohlcv_actors::gateway::{bind_server, Gateway, GatewayDeps, StopGateway};
@@ -233,7 +235,12 @@ impl Supervisor {
         }
     }
 
-    fn spawn_child(&mut self, ctx: &mut Context<Self>, id: ChildId, guard: LifeGuard) -> Result<Handle, String> {
+    fn spawn_child(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: ChildId,
+        guard: LifeGuard,
+    ) -> Result<Handle, String> {
         match id {
             ChildId::Storage => {
                 let database = match self.first_database.take() {
@@ -283,15 +290,22 @@ impl Supervisor {
                 let addr = self
                     .gateway_addr
                     .unwrap_or_else(|| SocketAddr::new(self.config.bind, self.config.port));
-                let (server, bound) =
-                    bind_server(deps, addr, GATEWAY_WORKERS).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                let (server, bound) = bind_server(deps, addr, GATEWAY_WORKERS)
+                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
                 if self.gateway_addr.is_none() {
                     // The one line on stdout: scripts and tests read the
                     // address from it (port 0 picks a free port).
                     println!("listening on http://{bound}");
                 }
                 self.gateway_addr = Some(bound);
-                let addr = Gateway::new(server, bound, self.broadcaster.clone(), self.heartbeats.clone(), guard).start();
+                let addr = Gateway::new(
+                    server,
+                    bound,
+                    self.broadcaster.clone(),
+                    self.heartbeats.clone(),
+                    guard,
+                )
+                .start();
                 Ok(Handle::Gateway(addr))
             }
             ChildId::Datasource(exchange) => {
@@ -306,8 +320,14 @@ impl Supervisor {
                 };
                 let settings = Self::datasource_settings(&self.config, exchange);
                 let arbiter = Arbiter::new().handle();
-                let addr = Datasource::start_in_arbiter(&arbiter, move |_| Datasource::new(deps, settings, guard));
-                Ok(Handle::Datasource { addr, arbiter, retired })
+                let addr = Datasource::start_in_arbiter(&arbiter, move |_| {
+                    Datasource::new(deps, settings, guard)
+                });
+                Ok(Handle::Datasource {
+                    addr,
+                    arbiter,
+                    retired,
+                })
             }
         }
     }
@@ -318,22 +338,27 @@ impl Supervisor {
         if let Some(source) = self.sources.get(&exchange) {
             return Ok(source.clone());
         }
-        let config = self.config.exchanges.get(&exchange).cloned().unwrap_or_else(|| {
-            ohlcv_domain::config::ExchangeConfig {
+        let config = self
+            .config
+            .exchanges
+            .get(&exchange)
+            .cloned()
+            .unwrap_or_else(|| ohlcv_domain::config::ExchangeConfig {
                 enabled: false,
                 symbols: Vec::new(),
                 rest_url: None,
                 ws_url: None,
                 simulation: None,
-            }
-        });
+            });
         let source = exchanges::build(exchange, &config).map_err(|e| e.to_string())?;
         self.sources.insert(exchange, source.clone());
         Ok(source)
     }
 
     fn watch(&self, child: ChildId, generation: u64) {
-        if let Some(Handle::Monitor(addr, _)) = self.children.get(&ChildId::Monitor).map(|c| &c.handle) {
+        if let Some(Handle::Monitor(addr, _)) =
+            self.children.get(&ChildId::Monitor).map(|c| &c.handle)
+        {
             if child != ChildId::Monitor {
                 let _ = addr.try_send(Watch { child, generation });
             }
@@ -341,7 +366,9 @@ impl Supervisor {
     }
 
     fn unwatch(&self, child: ChildId) {
-        if let Some(Handle::Monitor(addr, _)) = self.children.get(&ChildId::Monitor).map(|c| &c.handle) {
+        if let Some(Handle::Monitor(addr, _)) =
+            self.children.get(&ChildId::Monitor).map(|c| &c.handle)
+        {
             let _ = addr.try_send(Unwatch { child });
         }
         self.board.remove(child);
@@ -380,7 +407,11 @@ impl Supervisor {
     /// Takes a child out of service on purpose; its exit is then ignored.
     /// Answers once a datasource has handed over its last updates (or was
     /// abandoned after a timeout).
-    fn stop_child(&mut self, ctx: &mut Context<Self>, id: ChildId) -> impl Future<Output = ()> + 'static {
+    fn stop_child(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: ChildId,
+    ) -> impl Future<Output = ()> + 'static {
         self.unwatch(id);
         let handle = match self.children.get_mut(&id) {
             Some(child) => {
@@ -395,7 +426,11 @@ impl Supervisor {
         };
         async move {
             match handle {
-                Handle::Datasource { addr, arbiter, retired } => {
+                Handle::Datasource {
+                    addr,
+                    arbiter,
+                    retired,
+                } => {
                     if tokio::time::timeout(DATASOURCE_STOP_TIMEOUT, addr.send(StopDatasource))
                         .await
                         .is_err()
@@ -409,7 +444,8 @@ impl Supervisor {
                     arbiter.stop();
                 }
                 Handle::Gateway(addr) => {
-                    let _ = tokio::time::timeout(GATEWAY_STOP_TIMEOUT, addr.send(StopGateway)).await;
+                    let _ =
+                        tokio::time::timeout(GATEWAY_STOP_TIMEOUT, addr.send(StopGateway)).await;
                 }
                 Handle::Storage | Handle::None => {}
             }
@@ -420,7 +456,10 @@ impl Supervisor {
         self.children
             .iter()
             .filter_map(|(id, child)| match (id, child.state) {
-                (ChildId::Datasource(exchange), State::Running | State::Restarting | State::Failed) => Some(*exchange),
+                (
+                    ChildId::Datasource(exchange),
+                    State::Running | State::Restarting | State::Failed,
+                ) => Some(*exchange),
                 _ => None,
             })
             .collect()
@@ -432,13 +471,18 @@ impl Supervisor {
             .children
             .iter()
             .map(|(id, child)| {
-                let record = self.board.get(*id).filter(|r| r.generation == child.generation);
+                let record = self
+                    .board
+                    .get(*id)
+                    .filter(|r| r.generation == child.generation);
                 ChildStatus {
                     name: id.to_string(),
                     state: child.state.as_str().into(),
                     restarts: child.restarts,
                     last_error: child.last_error.clone(),
-                    started_at: child.started_at_ms.filter(|_| child.state == State::Running),
+                    started_at: child
+                        .started_at_ms
+                        .filter(|_| child.state == State::Running),
                     last_heartbeat: record.as_ref().map(|r| r.at_ms),
                     metrics: record.map(|r| r.metrics).unwrap_or_default(),
                 }
@@ -499,7 +543,10 @@ impl Supervisor {
         for exchange in ExchangeId::ALL {
             let was = old.exchanges.get(&exchange).filter(|e| e.enabled);
             let is = new.exchanges.get(&exchange).filter(|e| e.enabled);
-            let running = self.children.get(&ChildId::Datasource(exchange)).is_some_and(|c| c.state != State::Stopped);
+            let running = self
+                .children
+                .get(&ChildId::Datasource(exchange))
+                .is_some_and(|c| c.state != State::Stopped);
             match (was, is) {
                 (_, None) if running => {
                     stops.push(exchange);
@@ -531,15 +578,23 @@ impl Supervisor {
             self.sources.clear();
         }
         for exchange in &starts {
-            let changed = old.exchanges.get(exchange).map(|e| (&e.rest_url, &e.ws_url, &e.simulation))
-                != new.exchanges.get(exchange).map(|e| (&e.rest_url, &e.ws_url, &e.simulation));
+            let changed = old
+                .exchanges
+                .get(exchange)
+                .map(|e| (&e.rest_url, &e.ws_url, &e.simulation))
+                != new
+                    .exchanges
+                    .get(exchange)
+                    .map(|e| (&e.rest_url, &e.ws_url, &e.simulation));
             if changed {
                 self.sources.remove(exchange);
             }
         }
         for exchange in reloads {
-            if let Some(Handle::Datasource { addr, .. }) =
-                self.children.get(&ChildId::Datasource(exchange)).map(|c| &c.handle)
+            if let Some(Handle::Datasource { addr, .. }) = self
+                .children
+                .get(&ChildId::Datasource(exchange))
+                .map(|c| &c.handle)
             {
                 let _ = addr.try_send(ReloadSettings(Self::datasource_settings(&new, exchange)));
             }
@@ -563,16 +618,28 @@ impl Supervisor {
     }
 
     /// Starts the datasources of `exchanges` that are enabled.
-    pub(crate) fn start_datasources(&mut self, ctx: &mut Context<Self>, exchanges: Vec<ExchangeId>) {
+    pub(crate) fn start_datasources(
+        &mut self,
+        ctx: &mut Context<Self>,
+        exchanges: Vec<ExchangeId>,
+    ) {
         for exchange in exchanges {
-            if self.config.exchanges.get(&exchange).is_some_and(|e| e.enabled) {
+            if self
+                .config
+                .exchanges
+                .get(&exchange)
+                .is_some_and(|e| e.enabled)
+            {
                 self.start_child(ctx, ChildId::Datasource(exchange));
             }
         }
     }
 
     /// Stops every datasource, waits, and answers which were running.
-    pub(crate) fn stop_datasources(&mut self, ctx: &mut Context<Self>) -> (Vec<ExchangeId>, impl Future<Output = ()> + 'static) {
+    pub(crate) fn stop_datasources(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> (Vec<ExchangeId>, impl Future<Output = ()> + 'static) {
         let ids = self.datasource_ids();
         let stopping: Vec<_> = ids
             .iter()
@@ -587,7 +654,10 @@ impl Supervisor {
         self.storage_handle()
     }
 
-    pub(crate) fn cached_source(&mut self, exchange: ExchangeId) -> Result<Arc<dyn MarketSource>, String> {
+    pub(crate) fn cached_source(
+        &mut self,
+        exchange: ExchangeId,
+    ) -> Result<Arc<dyn MarketSource>, String> {
         self.source(exchange)
     }
 }
@@ -633,7 +703,8 @@ impl Handler<ChildExited> for Supervisor {
         let Some(child) = self.children.get(&msg.child) else {
             return;
         };
-        if self.shutting_down || child.generation != msg.generation || child.state != State::Running {
+        if self.shutting_down || child.generation != msg.generation || child.state != State::Running
+        {
             return;
         }
         let error = match msg.reason {
@@ -652,7 +723,8 @@ impl Handler<WorkerStalled> for Supervisor {
         let Some(child) = self.children.get_mut(&msg.child) else {
             return;
         };
-        if self.shutting_down || child.generation != msg.generation || child.state != State::Running {
+        if self.shutting_down || child.generation != msg.generation || child.state != State::Running
+        {
             return;
         }
         let error = format!(
@@ -663,7 +735,9 @@ impl Handler<WorkerStalled> for Supervisor {
         // Retire the stalled incarnation: its thread may be blocked, so it
         // cannot be asked to stop; it stops itself when it wakes up.
         match std::mem::replace(&mut child.handle, Handle::None) {
-            Handle::Datasource { retired, arbiter, .. } => {
+            Handle::Datasource {
+                retired, arbiter, ..
+            } => {
                 retired.store(true, Ordering::Release);
                 arbiter.stop();
             }

@@ -77,7 +77,11 @@ impl Collector {
     /// Writes `config` to a temp dir and starts the collector on it.
     pub fn start(config: &Value) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("config.json"), serde_json::to_string_pretty(config).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            serde_json::to_string_pretty(config).unwrap(),
+        )
+        .unwrap();
         Collector::start_in(dir)
     }
 
@@ -116,7 +120,10 @@ impl Collector {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
-                panic!("collector did not start; stderr:\n{}", stderr.lock().unwrap());
+                panic!(
+                    "collector did not start; stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
             }
         };
         let agent = ureq::Agent::config_builder()
@@ -161,7 +168,11 @@ impl Collector {
 
     /// POST `body` as JSON to `path`: status and JSON body.
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let mut response = self.agent.post(&self.url(path)).send_json(body).expect("POST");
+        let mut response = self
+            .agent
+            .post(&self.url(path))
+            .send_json(body)
+            .expect("POST");
         let status = response.status().as_u16();
         (status, response.body_mut().read_json().expect("JSON body"))
     }
@@ -198,9 +209,14 @@ impl Collector {
     /// A WebSocket client on `/ws`.
     pub fn ws(&self) -> WsClient {
         let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let (socket, _) = tungstenite::client(format!("ws://{}/ws", self.addr), MaybeTlsStream::Plain(stream))
-            .expect("websocket handshake");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let (socket, _) = tungstenite::client(
+            format!("ws://{}/ws", self.addr),
+            MaybeTlsStream::Plain(stream),
+        )
+        .expect("websocket handshake");
         WsClient { socket }
     }
 
@@ -211,7 +227,9 @@ impl Collector {
             .status()
             .expect("kill");
         assert!(status.success());
-        let exit = wait_for("the collector to exit", PATIENCE, || self.child.try_wait().unwrap());
+        let exit = wait_for("the collector to exit", PATIENCE, || {
+            self.child.try_wait().unwrap()
+        });
         // Let the reader thread collect the last lines.
         let stderr = wait_for("stderr to close", PATIENCE, || {
             let text = self.stderr.lock().unwrap().clone();
@@ -237,7 +255,9 @@ pub struct WsClient {
 impl WsClient {
     /// Sends a JSON text frame.
     pub fn send(&mut self, value: &Value) {
-        self.socket.send(Message::text(value.to_string())).expect("send");
+        self.socket
+            .send(Message::text(value.to_string()))
+            .expect("send");
     }
 
     /// Sends a raw text frame.
@@ -248,10 +268,15 @@ impl WsClient {
     /// The next JSON message, if one arrives within the read timeout.
     pub fn next(&mut self) -> Option<Value> {
         match self.socket.read() {
-            Ok(Message::Text(text)) => Some(serde_json::from_str(text.as_str()).expect("JSON message")),
+            Ok(Message::Text(text)) => {
+                Some(serde_json::from_str(text.as_str()).expect("JSON message"))
+            }
             Ok(_) => None,
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
             {
                 None
             }
@@ -260,7 +285,12 @@ impl WsClient {
     }
 
     /// Reads messages until one satisfies `pred`, within `timeout`.
-    pub fn wait_for(&mut self, what: &str, timeout: Duration, mut pred: impl FnMut(&Value) -> bool) -> Value {
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Value {
         wait_for(what, timeout, || self.next().filter(|m| pred(m)))
     }
 }
@@ -268,6 +298,9 @@ impl WsClient {
 /// Reads the whole file, for before/after comparisons.
 pub fn file_bytes(path: &Path) -> Vec<u8> {
     let mut bytes = Vec::new();
-    std::fs::File::open(path).unwrap().read_to_end(&mut bytes).unwrap();
+    std::fs::File::open(path)
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
     bytes
 }

@@ -7,7 +7,11 @@ use serde_json::Value;
 
 /// The key of a simulated series.
 pub fn key(symbol: &str, interval: Interval) -> SeriesKey {
-    SeriesKey::new(ExchangeId::Simulated, Symbol::new(symbol).unwrap(), interval)
+    SeriesKey::new(
+        ExchangeId::Simulated,
+        Symbol::new(symbol).unwrap(),
+        interval,
+    )
 }
 
 /// A candle from a row of `/ohlcv` or of the `ohlcv` view.
@@ -26,7 +30,8 @@ pub fn from_row(key: &SeriesKey, row: &Value) -> Candle {
 
 /// Which step of the simulator's candle `candle` is, if it is one.
 pub fn step_of(seed: u64, candle: &Candle) -> Option<u32> {
-    (0..=STEPS_PER_CANDLE).find(|step| candle_at(seed, &candle.key, candle.open_time, *step) == *candle)
+    (0..=STEPS_PER_CANDLE)
+        .find(|step| candle_at(seed, &candle.key, candle.open_time, *step) == *candle)
 }
 
 /// Asserts that `candles` (oldest first) are contiguous, that every closed
@@ -47,10 +52,21 @@ pub fn assert_exact_and_contiguous(seed: u64, candles: &[Candle]) {
     let n = candles.len();
     for (i, candle) in candles.iter().enumerate() {
         if candle.closed {
-            assert_eq!(*candle, final_candle(seed, &candle.key, candle.open_time), "closed candle differs");
+            assert_eq!(
+                *candle,
+                final_candle(seed, &candle.key, candle.open_time),
+                "closed candle differs"
+            );
         } else {
-            assert!(i + 2 >= n, "candle {} of {n} is still open: {candle:?}", i + 1);
-            assert!(step_of(seed, candle).is_some(), "open candle is no simulator state: {candle:?}");
+            assert!(
+                i + 2 >= n,
+                "candle {} of {n} is still open: {candle:?}",
+                i + 1
+            );
+            assert!(
+                step_of(seed, candle).is_some(),
+                "open candle is no simulator state: {candle:?}"
+            );
         }
     }
 }

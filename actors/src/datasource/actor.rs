@@ -168,12 +168,14 @@ impl Datasource {
     }
 
     fn progress(&self, status: &str, message: String, progress: u8) {
-        self.deps.broadcaster.publish(&ServerMessage::ReloadProgress(ReloadProgress {
-            exchange: self.exchange,
-            status: status.into(),
-            message,
-            progress,
-        }));
+        self.deps
+            .broadcaster
+            .publish(&ServerMessage::ReloadProgress(ReloadProgress {
+                exchange: self.exchange,
+                status: status.into(),
+                message,
+                progress,
+            }));
     }
 
     /// Opens a new live stream (closing the old one), then syncs history.
@@ -193,7 +195,11 @@ impl Datasource {
             self.series.entry(key.clone()).or_default().reset_live();
         }
         self.phase = Phase::Connecting;
-        self.progress("connecting", format!("Connecting to {}...", self.exchange), 0);
+        self.progress(
+            "connecting",
+            format!("Connecting to {}...", self.exchange),
+            0,
+        );
         let source = self.deps.source.clone();
         let storage = self.deps.storage.clone();
         let fut = async move {
@@ -220,7 +226,9 @@ impl Datasource {
                     act.last_message = Instant::now();
                     let tagged = stream
                         .map(move |item| StreamEvent::Update(epoch, item))
-                        .chain(futures_util::stream::once(async move { StreamEvent::Ended(epoch) }));
+                        .chain(futures_util::stream::once(async move {
+                            StreamEvent::Ended(epoch)
+                        }));
                     act.stream = Some(ctx.add_stream(tagged));
                     act.phase = Phase::Syncing;
                     act.sync_next(ctx, epoch, newest_stored, 0);
@@ -252,7 +260,12 @@ impl Datasource {
         };
         self.progress(
             "backfilling",
-            format!("Checking {} {}... ({}/{total})", key.symbol, key.interval, index + 1),
+            format!(
+                "Checking {} {}... ({}/{total})",
+                key.symbol,
+                key.interval,
+                index + 1
+            ),
             percent(index, total),
         );
         let now = now_ms();
@@ -261,7 +274,9 @@ impl Datasource {
             // Re-read the newest stored candle: it may have been open.
             Some(t) => Some(t),
             None if self.settings.bootstrap_load == 0 => None,
-            None => Some(key.interval.align(now) - (self.settings.bootstrap_load as i64 - 1) * step),
+            None => {
+                Some(key.interval.align(now) - (self.settings.bootstrap_load as i64 - 1) * step)
+            }
         };
         let Some(from) = from else {
             self.start_gap_detection(&key, now);
@@ -274,7 +289,11 @@ impl Datasource {
         }
         let source = self.deps.source.clone();
         let fetch_key = key.clone();
-        let fut = async move { source.backfill(&fetch_key.symbol, fetch_key.interval, from, now).await };
+        let fut = async move {
+            source
+                .backfill(&fetch_key.symbol, fetch_key.interval, from, now)
+                .await
+        };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             if act.epoch != epoch {
                 return;
@@ -293,7 +312,11 @@ impl Datasource {
                 Err(error) => {
                     act.counters.last_error = Some(error.to_string());
                     tracing::error!(series = %key, %error, "history refused; series skipped");
-                    act.progress("error", format!("{key}: {error}"), percent(index + 1, total));
+                    act.progress(
+                        "error",
+                        format!("{key}: {error}"),
+                        percent(index + 1, total),
+                    );
                     act.start_gap_detection(&key, now);
                     act.sync_next(ctx, epoch, plan, index + 1);
                 }
@@ -305,7 +328,9 @@ impl Datasource {
     fn start_gap_detection(&mut self, key: &SeriesKey, now: i64) {
         if let Some(state) = self.series.get_mut(key) {
             let step = key.interval.duration_ms();
-            state.final_through = state.final_through.max(Some(key.interval.align(now) - step));
+            state.final_through = state
+                .final_through
+                .max(Some(key.interval.align(now) - step));
         }
     }
 
@@ -319,7 +344,11 @@ impl Datasource {
         tracing::info!(series = %key, from, to, "filling a gap in the live stream");
         let source = self.deps.source.clone();
         let fetch_key = key.clone();
-        let fut = async move { source.backfill(&fetch_key.symbol, fetch_key.interval, from, to).await };
+        let fut = async move {
+            source
+                .backfill(&fetch_key.symbol, fetch_key.interval, from, to)
+                .await
+        };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             if act.epoch != epoch {
                 return;
@@ -329,7 +358,9 @@ impl Datasource {
             }
             match result {
                 Ok(candles) => act.store_history(&key, candles),
-                Err(error) => act.schedule_reconnect(ctx, format!("gap fill of {key} failed: {error}")),
+                Err(error) => {
+                    act.schedule_reconnect(ctx, format!("gap fill of {key} failed: {error}"))
+                }
             }
         }));
     }
@@ -399,7 +430,11 @@ impl Datasource {
         self.counters.last_error = Some(reason.clone());
         self.phase = Phase::WaitingToReconnect;
         tracing::warn!(exchange = %self.exchange, reason = %reason, retry_in_ms = delay.as_millis() as u64, "datasource reconnecting");
-        self.progress("error", format!("{reason}; retrying in {:.1} s", delay.as_secs_f64()), 0);
+        self.progress(
+            "error",
+            format!("{reason}; retrying in {:.1} s", delay.as_secs_f64()),
+            0,
+        );
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
 
@@ -415,7 +450,10 @@ impl Datasource {
         if watching && self.last_message.elapsed() > silence {
             self.schedule_reconnect(
                 ctx,
-                format!("stream silent for {:.1} s", self.last_message.elapsed().as_secs_f64()),
+                format!(
+                    "stream silent for {:.1} s",
+                    self.last_message.elapsed().as_secs_f64()
+                ),
             );
         }
     }
@@ -453,11 +491,9 @@ impl Datasource {
 }
 
 fn percent(done: usize, total: usize) -> u8 {
-    if total == 0 {
-        100
-    } else {
-        (done * 100 / total).min(100) as u8
-    }
+    (done * 100)
+        .checked_div(total)
+        .map_or(100, |p| p.min(100) as u8)
 }
 
 /// ±20 % of `base`, so that many collectors (or datasources) that lost the

@@ -32,7 +32,10 @@ impl SeriesState {
     pub fn observe_live(&mut self, candle: &Candle) -> Option<(i64, i64)> {
         let step = candle.key.interval.duration_ms();
         self.live_first.get_or_insert(candle.open_time);
-        self.live_last = Some(self.live_last.map_or(candle.open_time, |t| t.max(candle.open_time)));
+        self.live_last = Some(
+            self.live_last
+                .map_or(candle.open_time, |t| t.max(candle.open_time)),
+        );
         let final_through = self.final_through?;
         if candle.closed && candle.open_time == final_through + step {
             self.final_through = Some(candle.open_time);
@@ -62,7 +65,9 @@ impl SeriesState {
         for candle in kept.iter().filter(|c| c.closed) {
             match self.final_through {
                 Some(t) if candle.open_time <= t => {}
-                Some(t) if candle.open_time == t + step => self.final_through = Some(candle.open_time),
+                Some(t) if candle.open_time == t + step => {
+                    self.final_through = Some(candle.open_time)
+                }
                 // History starts (bootstrap) or jumps: REST returns what the
                 // exchange has, and a hole in the exchange's own data is
                 // not ours to fill.
@@ -83,7 +88,11 @@ mod tests {
 
     fn candle(i: i64, closed: bool) -> Candle {
         Candle {
-            key: SeriesKey::new(ExchangeId::Simulated, Symbol::new("BTCUSDT").unwrap(), Interval::M1),
+            key: SeriesKey::new(
+                ExchangeId::Simulated,
+                Symbol::new("BTCUSDT").unwrap(),
+                Interval::M1,
+            ),
             open_time: T0 + i * M,
             open: 1.0,
             high: 1.0,
@@ -111,9 +120,16 @@ mod tests {
         let mut s = SeriesState::default();
         s.accept_history(Interval::M1, (0..3).map(|i| candle(i, true)).collect());
         // Candles 3..=6 were never seen final; the stream now shows 7.
-        assert_eq!(s.observe_live(&candle(7, false)), Some((T0 + 3 * M, T0 + 6 * M)));
+        assert_eq!(
+            s.observe_live(&candle(7, false)),
+            Some((T0 + 3 * M, T0 + 6 * M))
+        );
         s.fetching = true;
-        assert_eq!(s.observe_live(&candle(7, false)), None, "one request at a time");
+        assert_eq!(
+            s.observe_live(&candle(7, false)),
+            None,
+            "one request at a time"
+        );
     }
 
     #[test]

@@ -119,10 +119,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if self.status.is_server_error() {
-            // Worth a line in the process log (and the UI's log panel):
-            // a 5xx is the collector failing, not the client.
-            tracing::warn!(status = self.status.as_u16(), code = self.code, message = %self.message, "request failed");
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            // Worth a line in the process log (and the UI's log panel): the
+            // collector itself failed. A 502 or 503 is the exchange or a
+            // restart in progress, which the client already hears about.
+            tracing::warn!(code = self.code, message = %self.message, "request failed");
         }
         let mut response = HttpResponse::build(self.status);
         if let Some(allow) = &self.allow {

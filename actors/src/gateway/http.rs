@@ -34,6 +34,7 @@ use super::errors::{json_config, path_config, query_config, ApiError};
 use super::ws::{self, SessionClosing};
 use super::GatewayDeps;
 use crate::control::ControlError;
+use crate::storage::StorageRequestError;
 
 /// Candles `/ohlcv` returns when the request names no `limit`; the seed's
 /// default, about a chart's width of candles.
@@ -54,6 +55,12 @@ pub const MAX_SYMBOLS_PER_EXCHANGE: usize = 500;
 /// means the supervisor is stuck, and the client gets a 503 rather than a
 /// connection that hangs forever. The command itself is not cancelled.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest a route waits for the storage thread. A read takes
+/// milliseconds; the thread may be in the middle of a batch write, which
+/// takes well under a second. Far beyond that it is stuck, and the client
+/// gets a 503 instead of a request that never ends.
+pub const STORAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Shared state of every route.
 type Deps = web::Data<GatewayDeps>;
@@ -114,6 +121,19 @@ pub(crate) async fn ask<T>(
         Err(_) => Err(ApiError::unavailable(format!(
             "the supervisor did not answer within {} s",
             CONTROL_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Asks the storage thread, giving up after [`STORAGE_TIMEOUT`].
+pub(crate) async fn read<T>(
+    request: impl Future<Output = Result<T, StorageRequestError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(STORAGE_TIMEOUT, request).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(_) => Err(ApiError::unavailable(format!(
+            "storage did not answer within {} s",
+            STORAGE_TIMEOUT.as_secs()
         ))),
     }
 }
@@ -187,7 +207,7 @@ async fn ohlcv(
 ) -> Result<HttpResponse, ApiError> {
     let (exchange, symbol, interval) = path.into_inner();
     let (key, query) = parse_ohlcv(&exchange, &symbol, &interval, &params)?;
-    let candles = deps.storage.candles(key, query).await?;
+    let candles = read(deps.storage.candles(key, query)).await?;
     let rows: Vec<OhlcvRow> = candles.iter().map(OhlcvRow::from).collect();
     Ok(HttpResponse::Ok().json(rows))
 }
@@ -288,7 +308,7 @@ impl From<SeriesSummary> for SeriesRow {
 
 /// The answer of `GET /databaseSymbols` and the `list` command.
 pub(crate) async fn series_value(deps: &GatewayDeps) -> Result<Value, ApiError> {
-    let series = deps.storage.series().await?;
+    let series = read(deps.storage.series()).await?;
     let rows: Vec<SeriesRow> = series.into_iter().map(SeriesRow::from).collect();
     Ok(to_value(&rows))
 }

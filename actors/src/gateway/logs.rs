@@ -163,7 +163,10 @@ mod tests {
         assert_eq!(lines[1].message, "reconnecting attempt=3");
         assert_eq!(lines[1].kind, "warn");
         let first = client.try_recv().unwrap();
-        assert!(first.starts_with(r#"{"type":"log","data":{"message":"worker started"#), "{first}");
+        assert!(
+            first.starts_with(r#"{"type":"log","data":{"message":"worker started"#),
+            "{first}"
+        );
         history.clear();
         assert!(history.snapshot().is_empty());
     }

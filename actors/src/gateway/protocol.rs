@@ -148,10 +148,22 @@ pub enum Command {
 impl Command {
     /// Every command with a one-line description, for `help`.
     pub const HELP: [(&'static str, &'static str); 5] = [
-        ("status", "supervisor children, their states and restart counts"),
-        ("list", "series stored in the database with counts and time ranges"),
-        ("reload", "re-read the config file and restart the datasources"),
-        ("clear", "empty the log history sent to newly connected clients"),
+        (
+            "status",
+            "supervisor children, their states and restart counts",
+        ),
+        (
+            "list",
+            "series stored in the database with counts and time ranges",
+        ),
+        (
+            "reload",
+            "re-read the config file and restart the datasources",
+        ),
+        (
+            "clear",
+            "empty the log history sent to newly connected clients",
+        ),
         ("help", "this list"),
     ];
 
@@ -173,7 +185,12 @@ impl Command {
 pub fn rfc3339_ms(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let rem = ms.rem_euclid(86_400_000);
-    let (h, m, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    let (h, m, s, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
     // Civil-from-days, Howard Hinnant's algorithm.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -195,7 +212,11 @@ mod tests {
     #[test]
     fn candle_message_has_the_seed_shape_plus_t() {
         let candle = Candle {
-            key: SeriesKey::new(ExchangeId::Simulated, Symbol::new("BTCUSDT").unwrap(), Interval::M1),
+            key: SeriesKey::new(
+                ExchangeId::Simulated,
+                Symbol::new("BTCUSDT").unwrap(),
+                Interval::M1,
+            ),
             open_time: 1_704_277_020_000,
             open: 50000.0,
             high: 50100.0,
@@ -215,7 +236,8 @@ mod tests {
 
     #[test]
     fn client_commands_parse_as_the_seed_sends_them() {
-        let msg: ClientMessage = serde_json::from_str(r#"{"type":"command","data":"status"}"#).unwrap();
+        let msg: ClientMessage =
+            serde_json::from_str(r#"{"type":"command","data":"status"}"#).unwrap();
         let ClientMessage::Command(name) = msg;
         assert_eq!(Command::parse(&name), Some(Command::Status));
         assert_eq!(Command::parse("rm -rf"), None);

@@ -98,8 +98,9 @@ pub(crate) async fn upgrade(
         let end = run(deps, session.clone(), stream, closing).await;
         tracing::debug!(%peer, reason = end.describe(), "websocket client left");
         if let Some(reason) = end.close_reason() {
-            // The client may be gone already; nothing more to do then.
-            let _ = session.close(Some(reason)).await;
+            // The client may be gone or stuck already; nothing more to do
+            // then, and no reason to wait longer than for any other frame.
+            let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(Some(reason))).await;
         }
     });
     Ok(response)

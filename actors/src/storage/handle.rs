@@ -69,8 +69,14 @@ impl StorageHandle {
     ///
     /// # Errors
     /// [`StorageRequestError`].
-    pub async fn candles(&self, key: SeriesKey, query: CandleQuery) -> Result<Vec<Candle>, StorageRequestError> {
-        Ok(self.ask(|reply| Request::Candles { key, query, reply }).await??)
+    pub async fn candles(
+        &self,
+        key: SeriesKey,
+        query: CandleQuery,
+    ) -> Result<Vec<Candle>, StorageRequestError> {
+        Ok(self
+            .ask(|reply| Request::Candles { key, query, reply })
+            .await??)
     }
 
     /// Open time of the newest candle of `key`, queued updates included.
@@ -78,7 +84,9 @@ impl StorageHandle {
     /// # Errors
     /// [`StorageRequestError`].
     pub async fn last_open_time(&self, key: SeriesKey) -> Result<Option<i64>, StorageRequestError> {
-        Ok(self.ask(|reply| Request::LastOpenTime { key, reply }).await??)
+        Ok(self
+            .ask(|reply| Request::LastOpenTime { key, reply })
+            .await??)
     }
 
     /// The series present, with counts and time ranges.
@@ -118,7 +126,8 @@ impl StorageHandle {
     /// # Errors
     /// [`StorageRequestError::Busy`] or [`StorageRequestError::Gone`].
     pub async fn reconfigure(&self, settings: StorageSettings) -> Result<(), StorageRequestError> {
-        self.ask(|reply| Request::Reconfigure { settings, reply }).await
+        self.ask(|reply| Request::Reconfigure { settings, reply })
+            .await
     }
 
     /// Drains every candle sent so far, writes the queue (retrying for a
@@ -131,7 +140,10 @@ impl StorageHandle {
         Ok(self.ask(|reply| Request::Shutdown { reply }).await??)
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, StorageRequestError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, StorageRequestError> {
         let (reply, answer) = oneshot::channel();
         self.requests.try_send(make(reply)).map_err(|e| match e {
             TrySendError::Full(_) => StorageRequestError::Busy,

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver};
 use ohlcv_domain::{Candle, SeriesKey};
-use ohlcv_storage::{merge_overlay, CandleQuery, CandleQueue, Database, SeriesSummary, StorageError};
+use ohlcv_storage::{
+    merge_overlay, CandleQuery, CandleQueue, Database, SeriesSummary, StorageError,
+};
 use tokio::sync::oneshot;
 
 use super::handle::{StorageHandle, StorageStats};
@@ -196,14 +198,21 @@ impl Worker {
     fn handle(&mut self, request: Request) -> ControlFlow<()> {
         match request {
             Request::Candles { key, query, reply } => {
+                // Reads see every update sent before them.
+                self.drain_channel();
                 let _ = reply.send(self.read_candles(&key, &query));
             }
             Request::LastOpenTime { key, reply } => {
+                self.drain_channel();
                 let queued = lock(&self.queue).last_open_time(&key);
-                let result = self.db.get_last_timestamp(&key).map(|stored| stored.max(queued));
+                let result = self
+                    .db
+                    .get_last_timestamp(&key)
+                    .map(|stored| stored.max(queued));
                 let _ = reply.send(result);
             }
             Request::Series { reply } => {
+                self.drain_channel();
                 let _ = reply.send(self.series());
             }
             Request::Stats { reply } => {
@@ -220,7 +229,9 @@ impl Worker {
             }
             Request::Reconfigure { settings, reply } => {
                 self.settings = settings;
-                self.next_flush = self.next_flush.min(Instant::now() + settings.batch_interval);
+                self.next_flush = self
+                    .next_flush
+                    .min(Instant::now() + settings.batch_interval);
                 let _ = reply.send(());
             }
             Request::Shutdown { reply } => {
@@ -231,21 +242,43 @@ impl Worker {
         ControlFlow::Continue(())
     }
 
-    fn read_candles(&self, key: &SeriesKey, query: &CandleQuery) -> Result<Vec<Candle>, StorageError> {
+    fn read_candles(
+        &self,
+        key: &SeriesKey,
+        query: &CandleQuery,
+    ) -> Result<Vec<Candle>, StorageError> {
         let stored = self.db.get_candles(key, query)?;
         let queued = lock(&self.queue).range(key, query);
         Ok(merge_overlay(stored, queued, query))
     }
 
-    /// Stored series, plus series that so far exist only in the queue.
+    /// Stored series with their queued candles counted in: queued candles
+    /// newer than the newest stored one are new rows (older queued ones
+    /// update stored rows), and series that exist only in the queue.
     fn series(&self) -> Result<Vec<SeriesSummary>, StorageError> {
         let mut series = self.db.series()?;
         let queue = lock(&self.queue);
+        let everything = CandleQuery {
+            from: Some(i64::MIN),
+            to: None,
+            limit: usize::MAX,
+        };
+        for summary in &mut series {
+            let newer = CandleQuery {
+                from: Some(summary.last.saturating_add(1)),
+                ..everything
+            };
+            let queued = queue.range(&summary.key, &newer);
+            if let Some(last) = queued.last() {
+                summary.count += queued.len() as u64;
+                summary.last = last.open_time;
+            }
+        }
         for key in queue.keys() {
             if series.iter().any(|s| &s.key == key) {
                 continue;
             }
-            let all = queue.range(key, &CandleQuery { from: Some(i64::MIN), to: None, limit: usize::MAX });
+            let all = queue.range(key, &everything);
             if let (Some(first), Some(last)) = (all.first(), all.last()) {
                 series.push(SeriesSummary {
                     key: key.clone(),
@@ -286,13 +319,14 @@ impl Worker {
         // A panic while writing must not lose the batch: put it back in the
         // shared queue, then let the thread die so the supervisor restarts
         // it on the same queue.
-        let written = match std::panic::catch_unwind(AssertUnwindSafe(|| self.db.insert_batch(&batch))) {
-            Ok(written) => written,
-            Err(panic) => {
-                lock(&self.queue).restore(batch);
-                std::panic::resume_unwind(panic);
-            }
-        };
+        let written =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| self.db.insert_batch(&batch))) {
+                Ok(written) => written,
+                Err(panic) => {
+                    lock(&self.queue).restore(batch);
+                    std::panic::resume_unwind(panic);
+                }
+            };
         match written {
             Ok(rows) => {
                 let deleted = self.apply_retention(&batch);
@@ -362,7 +396,10 @@ impl Worker {
                     return Err(error);
                 }
                 Err(_) => {
-                    let wait = self.next_flush.min(deadline).saturating_duration_since(Instant::now());
+                    let wait = self
+                        .next_flush
+                        .min(deadline)
+                        .saturating_duration_since(Instant::now());
                     std::thread::park_timeout(wait);
                 }
             }

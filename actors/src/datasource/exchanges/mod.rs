@@ -16,7 +16,10 @@ use super::source::{ExchangeError, MarketSource};
 /// [`ExchangeError::Rejected`] for an exchange this build has no adapter for
 /// (config validation refuses enabling those, so users meet this only when
 /// listing such an exchange's symbols).
-pub fn build(id: ExchangeId, config: &ExchangeConfig) -> Result<Arc<dyn MarketSource>, ExchangeError> {
+pub fn build(
+    id: ExchangeId,
+    config: &ExchangeConfig,
+) -> Result<Arc<dyn MarketSource>, ExchangeError> {
     match id {
         ExchangeId::Simulated => Ok(Arc::new(simulated::SimulatedExchange::new(
             config.simulation.clone().unwrap_or_default(),
