@@ -666,3 +666,27 @@ fn logs_are_json_on_request() {
         "{line}"
     );
 }
+
+#[test]
+fn a_bootstrap_longer_than_one_request_is_loaded_in_chunks() {
+    let collector = Collector::start(&simulated_config(|c| {
+        c["bootstrap_load"] = json!(25_000);
+        c["exchanges"]["simulated"]["symbols"] = json!(["BTCUSDT"]);
+    }));
+    let series = wait_for("the whole bootstrap", PATIENCE, || {
+        let (_, series) = collector.get("/databaseSymbols");
+        let series = series.as_array()?.first()?.clone();
+        (series["count"].as_u64()? >= 25_000).then_some(series)
+    });
+    let (first, last, count) = (
+        series["first"].as_i64().unwrap(),
+        series["last"].as_i64().unwrap(),
+        series["count"].as_i64().unwrap(),
+    );
+    assert_eq!(
+        last - first,
+        (count - 1) * 60_000,
+        "not contiguous: {series}"
+    );
+    assert_exact_and_contiguous(SEED, &simulated_candles(&collector, "BTCUSDT"));
+}

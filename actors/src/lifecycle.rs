@@ -193,15 +193,26 @@ impl HeartbeatSink {
 /// CPU time (user + system) consumed by the calling thread so far, in
 /// seconds, where the platform tells (Linux); `None` elsewhere.
 pub fn thread_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    // The command name (field 2) may hold spaces; fields after it are plain.
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    let mut fields = after_name.split_ascii_whitespace();
-    // utime and stime are fields 14 and 15 of the file, 12 and 13 after ')'.
+    stat_cpu_seconds(&std::fs::read_to_string("/proc/thread-self/stat").ok()?)
+}
+
+/// CPU seconds (user + system) in a `/proc/<pid>/task/<tid>/stat` line,
+/// with its thread name (`comm`).
+pub fn stat_cpu_seconds_named(stat: &str) -> Option<(&str, f64)> {
+    // `tid (comm) state …`: the name may hold spaces and parentheses.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let mut fields = stat.get(close + 1..)?.split_ascii_whitespace();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after
+    // the name.
     let utime: f64 = fields.nth(11)?.parse().ok()?;
     let stime: f64 = fields.next()?.parse().ok()?;
     // Linux reports in USER_HZ, which is 100 on every mainstream platform.
-    Some((utime + stime) / 100.0)
+    Some((stat.get(open + 1..close)?, (utime + stime) / 100.0))
+}
+
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    stat_cpu_seconds_named(stat).map(|(_, seconds)| seconds)
 }
 
 /// Resident memory of the whole process in bytes, where the platform tells
@@ -213,8 +224,8 @@ pub fn process_rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
-/// Turns successive [`thread_cpu_seconds`] readings into a CPU percentage of
-/// one core over each interval, as the seed's `cpuUser`.
+/// Turns successive CPU-time readings into a CPU percentage of one core
+/// over each interval, as the seed's `cpuUser`.
 #[derive(Debug, Default)]
 pub struct CpuMeter {
     last: Option<(std::time::Instant, f64)>,
@@ -224,8 +235,14 @@ impl CpuMeter {
     /// Percentage of one core used by the calling thread since the last call
     /// (0 on the first call or where the platform does not tell).
     pub fn sample(&mut self) -> f64 {
+        self.sample_from(thread_cpu_seconds())
+    }
+
+    /// Percentage of one core since the last call, given the CPU seconds
+    /// consumed so far by whatever is measured.
+    pub fn sample_from(&mut self, cpu_seconds: Option<f64>) -> f64 {
         let now = std::time::Instant::now();
-        let Some(cpu) = thread_cpu_seconds() else {
+        let Some(cpu) = cpu_seconds else {
             return 0.0;
         };
         let percent = match self.last {
@@ -258,6 +275,16 @@ mod tests {
             assert!(x != 1);
             assert!(thread_cpu_seconds().is_some());
         }
+    }
+
+    #[test]
+    fn stat_lines_with_odd_thread_names_parse() {
+        let line = "4242 (actix-server (1)) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
+        assert_eq!(
+            stat_cpu_seconds_named(line),
+            Some(("actix-server (1)", 3.0))
+        );
+        assert_eq!(stat_cpu_seconds_named("garbage"), None);
     }
 
     #[test]

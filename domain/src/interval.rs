@@ -18,17 +18,29 @@ const WEEK_OFFSET_MS: i64 = 4 * DAY_MS;
 /// every gap check in the collector relies on `open_time + duration`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Interval {
+    /// One minute.
     M1,
+    /// Three minutes.
     M3,
+    /// Five minutes.
     M5,
+    /// Fifteen minutes.
     M15,
+    /// Thirty minutes.
     M30,
+    /// One hour.
     H1,
+    /// Two hours.
     H2,
+    /// Four hours.
     H4,
+    /// Six hours.
     H6,
+    /// Twelve hours.
     H12,
+    /// One UTC day.
     D1,
+    /// One week, opening Monday 00:00 UTC.
     W1,
 }
 

@@ -290,8 +290,9 @@ impl Supervisor {
                 let addr = self
                     .gateway_addr
                     .unwrap_or_else(|| SocketAddr::new(self.config.bind, self.config.port));
-                let (server, bound) = bind_server(deps, addr, GATEWAY_WORKERS)
+                let server = bind_server(deps, addr, GATEWAY_WORKERS)
                     .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                let bound = server.addr();
                 if self.gateway_addr.is_none() {
                     // The one line on stdout: scripts and tests read the
                     // address from it (port 0 picks a free port).
@@ -300,7 +301,6 @@ impl Supervisor {
                 self.gateway_addr = Some(bound);
                 let addr = Gateway::new(
                     server,
-                    bound,
                     self.broadcaster.clone(),
                     self.heartbeats.clone(),
                     guard,

@@ -28,6 +28,11 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(60);
 const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
 /// How often updates waiting for room in the storage channel are retried.
 const SINK_RETRY_PERIOD: Duration = Duration::from_millis(100);
+/// Candles asked of an exchange in one history request: bounds the memory
+/// a bootstrap of millions of candles holds at once, and lets other work of
+/// the datasource run between chunks. (Adapters page further themselves,
+/// 1000 or 1500 rows per HTTP call.)
+const HISTORY_CHUNK: i64 = 10_000;
 /// How long a stopping datasource waits for room in the storage channel
 /// for its last updates; the storage thread drains thousands a millisecond.
 const STOP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -231,7 +236,7 @@ impl Datasource {
                         }));
                     act.stream = Some(ctx.add_stream(tagged));
                     act.phase = Phase::Syncing;
-                    act.sync_next(ctx, epoch, newest_stored, 0);
+                    act.sync_next(ctx, newest_stored, 0);
                 }
                 Err(reason) => act.schedule_reconnect(ctx, reason),
             }
@@ -243,7 +248,6 @@ impl Datasource {
     fn sync_next(
         &mut self,
         ctx: &mut Context<Self>,
-        epoch: u64,
         plan: Vec<(SeriesKey, Option<i64>)>,
         index: usize,
     ) {
@@ -280,32 +284,19 @@ impl Datasource {
         };
         let Some(from) = from else {
             self.start_gap_detection(&key, now);
-            return self.sync_next(ctx, epoch, plan, index + 1);
+            return self.sync_next(ctx, plan, index + 1);
         };
         if let Some(state) = self.series.get_mut(&key) {
-            state.fetching = true;
             // Everything before the first candle fetched is already stored.
             state.final_through = state.final_through.max(Some(from - step));
         }
-        let source = self.deps.source.clone();
-        let fetch_key = key.clone();
-        let fut = async move {
-            source
-                .backfill(&fetch_key.symbol, fetch_key.interval, from, now)
-                .await
-        };
-        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
-            if act.epoch != epoch {
-                return;
-            }
-            if let Some(state) = act.series.get_mut(&key) {
-                state.fetching = false;
-            }
-            match result {
-                Ok(candles) => {
-                    act.store_history(&key, candles);
-                    act.sync_next(ctx, epoch, plan, index + 1);
-                }
+        self.fetch_history(
+            ctx,
+            key.clone(),
+            from,
+            now,
+            move |act, ctx, result| match result {
+                Ok(()) => act.sync_next(ctx, plan, index + 1),
                 Err(error) if error.is_retryable() => {
                     act.schedule_reconnect(ctx, format!("history of {key} failed: {error}"));
                 }
@@ -318,8 +309,54 @@ impl Datasource {
                         percent(index + 1, total),
                     );
                     act.start_gap_detection(&key, now);
-                    act.sync_next(ctx, epoch, plan, index + 1);
+                    act.sync_next(ctx, plan, index + 1);
                 }
+            },
+        );
+    }
+
+    /// Fetches `from..=to` of `key` over REST in chunks of
+    /// [`HISTORY_CHUNK`] candles, storing what the live stream does not own
+    /// after each chunk, then calls `done` — unless a reconnect made the
+    /// request stale meanwhile. One request per series at a time.
+    fn fetch_history(
+        &mut self,
+        ctx: &mut Context<Self>,
+        key: SeriesKey,
+        from: i64,
+        to: i64,
+        done: impl FnOnce(&mut Self, &mut Context<Self>, Result<(), ExchangeError>) + 'static,
+    ) {
+        let epoch = self.epoch;
+        if let Some(state) = self.series.get_mut(&key) {
+            state.fetching = true;
+        }
+        let step = key.interval.duration_ms();
+        let chunk_end = from.saturating_add((HISTORY_CHUNK - 1) * step).min(to);
+        let source = self.deps.source.clone();
+        let fetch_key = key.clone();
+        let fut = async move {
+            source
+                .backfill(&fetch_key.symbol, fetch_key.interval, from, chunk_end)
+                .await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            if act.epoch != epoch {
+                return;
+            }
+            if let Some(state) = act.series.get_mut(&key) {
+                state.fetching = false;
+            }
+            match result {
+                Ok(candles) => {
+                    act.store_history(&key, candles);
+                    if chunk_end < to {
+                        act.fetch_history(ctx, key, chunk_end + step, to, done);
+                    } else {
+                        done(act, ctx, Ok(()));
+                    }
+                }
+                Err(error) => done(act, ctx, Err(error)),
             }
         }));
     }
@@ -336,33 +373,13 @@ impl Datasource {
 
     /// Fetches a range the live stream skipped.
     fn fill_gap(&mut self, ctx: &mut Context<Self>, key: SeriesKey, from: i64, to: i64) {
-        let epoch = self.epoch;
-        if let Some(state) = self.series.get_mut(&key) {
-            state.fetching = true;
-        }
         self.counters.gap_fills += 1;
         tracing::info!(series = %key, from, to, "filling a gap in the live stream");
-        let source = self.deps.source.clone();
-        let fetch_key = key.clone();
-        let fut = async move {
-            source
-                .backfill(&fetch_key.symbol, fetch_key.interval, from, to)
-                .await
-        };
-        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
-            if act.epoch != epoch {
-                return;
+        self.fetch_history(ctx, key.clone(), from, to, move |act, ctx, result| {
+            if let Err(error) = result {
+                act.schedule_reconnect(ctx, format!("gap fill of {key} failed: {error}"));
             }
-            if let Some(state) = act.series.get_mut(&key) {
-                state.fetching = false;
-            }
-            match result {
-                Ok(candles) => act.store_history(&key, candles),
-                Err(error) => {
-                    act.schedule_reconnect(ctx, format!("gap fill of {key} failed: {error}"))
-                }
-            }
-        }));
+        });
     }
 
     fn store_history(&mut self, key: &SeriesKey, candles: Vec<Candle>) {

@@ -84,7 +84,9 @@ pub trait MarketSource: Send + Sync + 'static {
 
     /// Candles of `symbol`/`interval` whose open time lies in `from..=to`
     /// (UTC ms), oldest first, without duplicates. The candle still forming
-    /// is included with `closed: false`. Paging is the adapter's business.
+    /// is included with `closed: false`. Paging over the exchange's row
+    /// limit is the adapter's business; the datasource asks for at most
+    /// 10,000 candles at a time.
     ///
     /// # Errors
     /// [`ExchangeError`] on a failed request; candles already fetched are

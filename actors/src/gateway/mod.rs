@@ -24,7 +24,7 @@ pub mod ws;
 mod test_support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::dev::{Server, ServerHandle};
@@ -35,7 +35,9 @@ use self::broadcast::Broadcaster;
 use self::logs::LogHistory;
 use self::ws::SessionClosing;
 use crate::control::Control;
-use crate::lifecycle::{ChildId, Heartbeat, HeartbeatSink, LifeGuard};
+use crate::lifecycle::{
+    stat_cpu_seconds_named, ChildId, CpuMeter, Heartbeat, HeartbeatSink, LifeGuard,
+};
 use crate::storage::StorageHandle;
 use crate::HEARTBEAT_INTERVAL;
 
@@ -59,11 +61,27 @@ pub struct GatewayDeps {
     pub logs: LogHistory,
 }
 
+/// A bound HTTP server, not yet started, with what its [`Gateway`] needs
+/// to run and stop it.
+pub struct BoundServer {
+    server: Server,
+    addr: SocketAddr,
+    /// Tells WebSocket sessions to close: actix-web gives handlers no
+    /// signal when a graceful stop begins, and without one every open
+    /// WebSocket would hold a stop for the full [`SHUTDOWN_TIMEOUT_S`].
+    close_sessions: watch::Sender<bool>,
+}
+
+impl BoundServer {
+    /// The address actually bound (port 0 resolved).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 /// Builds the HTTP server on `addr` (port 0 picks a free port) with
-/// `workers` worker threads (at least one), and binds it.
-///
-/// Returns the server, not yet started (it runs once polled, which
-/// [`Gateway`] does), and the address actually bound.
+/// `workers` worker threads (at least one), and binds it. The server runs
+/// once a [`Gateway`] drives it.
 ///
 /// # Errors
 /// The OS error if the address cannot be bound (in use, not permitted).
@@ -71,7 +89,7 @@ pub fn bind_server(
     deps: GatewayDeps,
     addr: SocketAddr,
     workers: usize,
-) -> std::io::Result<(Server, SocketAddr)> {
+) -> std::io::Result<BoundServer> {
     let (close_sessions, closing) = watch::channel(false);
     let closing = SessionClosing(closing);
     let server = HttpServer::new(move || {
@@ -88,35 +106,11 @@ pub fn bind_server(
         .first()
         .copied()
         .ok_or_else(|| std::io::Error::other(format!("binding {addr} gave no address")))?;
-    let server = server.run();
-    closers::register(bound, close_sessions);
-    Ok((server, bound))
-}
-
-/// The close signals of bound servers, until their [`Gateway`] takes them.
-///
-/// [`bind_server`] and [`Gateway::new`] only share the bound address, and
-/// actix-web gives handlers no signal when a graceful stop begins; without
-/// one, every open WebSocket would hold a stop for the full
-/// [`SHUTDOWN_TIMEOUT_S`]. So the signal travels from one to the other here.
-mod closers {
-    use super::*;
-
-    static PENDING: Mutex<Vec<(SocketAddr, watch::Sender<bool>)>> = Mutex::new(Vec::new());
-
-    pub(super) fn register(addr: SocketAddr, sender: watch::Sender<bool>) {
-        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-        // A server bound earlier on the same address is gone (the OS
-        // would not have bound it twice); its entry is stale.
-        pending.retain(|(a, _)| *a != addr);
-        pending.push((addr, sender));
-    }
-
-    pub(super) fn take(addr: SocketAddr) -> Option<watch::Sender<bool>> {
-        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-        let index = pending.iter().position(|(a, _)| *a == addr)?;
-        Some(pending.swap_remove(index).1)
-    }
+    Ok(BoundServer {
+        server: server.run(),
+        addr: bound,
+        close_sessions,
+    })
 }
 
 /// The supervised actor around the HTTP server.
@@ -127,32 +121,30 @@ pub struct Gateway {
     broadcaster: Broadcaster,
     heartbeats: HeartbeatSink,
     guard: LifeGuard,
-    close_sessions: Option<watch::Sender<bool>>,
+    close_sessions: watch::Sender<bool>,
     /// Set once asked to stop: the server ending is then expected.
     stopping: bool,
-    cpu: ServerCpuMeter,
+    cpu: CpuMeter,
 }
 
 impl Gateway {
-    /// An actor that will run `server` (from [`bind_server`], bound on
-    /// `addr`) once started.
+    /// An actor that will run `bound` (from [`bind_server`]) once started.
     pub fn new(
-        server: Server,
-        addr: SocketAddr,
+        bound: BoundServer,
         broadcaster: Broadcaster,
         heartbeats: HeartbeatSink,
         guard: LifeGuard,
     ) -> Self {
         Gateway {
-            handle: server.handle(),
-            server: Some(server),
-            addr,
+            handle: bound.server.handle(),
+            server: Some(bound.server),
+            addr: bound.addr,
             broadcaster,
             heartbeats,
             guard,
-            close_sessions: closers::take(addr),
+            close_sessions: bound.close_sessions,
             stopping: false,
-            cpu: ServerCpuMeter::default(),
+            cpu: CpuMeter::default(),
         }
     }
 
@@ -161,7 +153,10 @@ impl Gateway {
         metrics.insert("clients".into(), self.broadcaster.clients().into());
         metrics.insert("published".into(), self.broadcaster.published().into());
         metrics.insert("address".into(), self.addr.to_string().into());
-        metrics.insert("cpuUser".into(), format!("{:.2}", self.cpu.sample()).into());
+        metrics.insert(
+            "cpuUser".into(),
+            format!("{:.2}", self.cpu.sample_from(server_cpu_seconds())).into(),
+        );
         metrics.insert("timestamp".into(), ohlcv_domain::time::now_ms().into());
         self.heartbeats.send(Heartbeat {
             child: ChildId::Gateway,
@@ -171,9 +166,7 @@ impl Gateway {
     }
 
     fn close_sessions(&self) {
-        if let Some(sender) = &self.close_sessions {
-            sender.send_replace(true);
-        }
+        self.close_sessions.send_replace(true);
     }
 }
 
@@ -238,57 +231,20 @@ impl Handler<StopGateway> for Gateway {
     }
 }
 
-/// CPU use of the HTTP server's threads (its workers and its acceptor),
-/// where all the gateway's work happens, as a percentage of one core over
-/// each heartbeat interval. Linux only (0 elsewhere); with several servers
-/// in one process (tests) it counts them all.
-#[derive(Debug, Default)]
-struct ServerCpuMeter {
-    last: Option<(std::time::Instant, f64)>,
-}
-
-impl ServerCpuMeter {
-    fn sample(&mut self) -> f64 {
-        let now = std::time::Instant::now();
-        let Some(cpu) = server_cpu_seconds() else {
-            return 0.0;
-        };
-        let percent = match self.last {
-            Some((then, before)) => {
-                let wall = now.duration_since(then).as_secs_f64();
-                if wall > 0.0 {
-                    ((cpu - before) / wall * 100.0).max(0.0)
-                } else {
-                    0.0
-                }
-            }
-            None => 0.0,
-        };
-        self.last = Some((now, cpu));
-        percent
-    }
-}
-
-/// CPU seconds (user + system) of the process's `actix-server …` threads.
+/// CPU seconds (user + system) of the process's `actix-server …` threads,
+/// where all the gateway's work happens (Linux only; with several servers in
+/// one process, as in tests, it counts them all).
 fn server_cpu_seconds() -> Option<f64> {
     let mut total = 0.0;
     for task in std::fs::read_dir("/proc/self/task").ok()? {
         let Ok(stat) = std::fs::read_to_string(task.ok()?.path().join("stat")) else {
             continue; // the thread ended meanwhile
         };
-        // `tid (comm) state …`; the kernel keeps 15 bytes of the name.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        if !stat[open + 1..close].starts_with("actix-server") {
-            continue;
+        if let Some((name, seconds)) = stat_cpu_seconds_named(&stat) {
+            if name.starts_with("actix-server") {
+                total += seconds;
+            }
         }
-        let mut fields = stat[close + 1..].split_ascii_whitespace();
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-        let utime: f64 = fields.nth(11)?.parse().ok()?;
-        let stime: f64 = fields.next()?.parse().ok()?;
-        // USER_HZ is 100 on every mainstream Linux platform.
-        total += (utime + stime) / 100.0;
     }
     Some(total)
 }

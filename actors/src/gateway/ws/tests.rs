@@ -46,10 +46,10 @@ fn log_lines(h: &Harness, lines: &[&str]) {
 
 /// Binds a server on a free port and starts its gateway.
 fn start_gateway(h: &Harness) -> (Addr<Gateway>, SocketAddr) {
-    let (server, addr) = bind_server(h.deps.clone(), "127.0.0.1:0".parse().unwrap(), 1).unwrap();
+    let server = bind_server(h.deps.clone(), "127.0.0.1:0".parse().unwrap(), 1).unwrap();
+    let addr = server.addr();
     let gateway = Gateway::new(
         server,
-        addr,
         h.deps.broadcaster.clone(),
         HeartbeatSink::default(),
         LifeGuard::new(ChildId::Gateway, 1, h.exit_sink.clone()),

@@ -11,6 +11,11 @@
 //! update reads the current time and a replay would only repeat the same
 //! candle.
 //!
+//! Boundaries are noticed at a series' next update: its final candle
+//! arrives with that update, up to one update period after the boundary
+//! (a second at the default rate), and is sent even if the consumer was
+//! stalled across several boundaries (then only for the latest one).
+//!
 //! Time comes through [`Clock`], so tests drive a stream across a candle
 //! boundary instantly instead of waiting a real minute.
 
@@ -208,6 +213,7 @@ impl Series {
 /// What the stream does on its next poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// Delivering updates.
     Live,
     /// Ended by a drop fault: `None` forever.
     Ended,
@@ -215,7 +221,7 @@ enum State {
     Silenced,
 }
 
-/// The stream behind [`super::SimulatedExchange::stream`].
+/// The stream behind `MarketSource::stream` of [`super::SimulatedExchange`].
 pub(super) struct LiveStream<C> {
     clock: C,
     rate: f64,
@@ -228,6 +234,10 @@ pub(super) struct LiveStream<C> {
     pending: u64,
     /// Rounds due since the first tick, yielded or skipped.
     scheduled: u64,
+    /// Wall time read at the last tick: every update of the rounds queued
+    /// then shows the market at that instant (one clock read per tick, not
+    /// per update, matters when flooding).
+    now: i64,
     faults: Arc<Faults>,
     state: State,
 }
@@ -260,6 +270,7 @@ impl<C: Clock> LiveStream<C> {
             cursor: 0,
             pending: 0,
             scheduled: 0,
+            now: 0,
             faults,
             state: State::Live,
         }
@@ -273,11 +284,13 @@ impl<C: Clock> LiveStream<C> {
         let new = due.saturating_sub(self.scheduled);
         self.scheduled = self.scheduled.max(due);
         self.pending += new.min(self.burst);
+        self.now = self.clock.wall_ms();
     }
 
     /// The next update of the current round, preceded at a boundary by the
     /// final of the candle just closed.
-    fn next_update(&mut self, now: i64) -> Candle {
+    fn next_update(&mut self) -> Candle {
+        let now = self.now;
         let series = &mut self.series[self.cursor];
         let interval = series.key.interval;
         let open = interval.align(now);
@@ -314,16 +327,28 @@ impl<C: Clock> Stream for LiveStream<C> {
         match this.faults.check() {
             None => {}
             Some(Terminal::Panic(n)) => {
-                tracing::warn!(exchange = %ExchangeId::Simulated, updates = n, "simulated fault: panicking");
+                tracing::warn!(
+                    exchange = %ExchangeId::Simulated,
+                    updates = n,
+                    "simulated fault: panicking"
+                );
                 panic!("simulated fault: panic after {n} updates");
             }
             Some(Terminal::Drop(n)) => {
-                tracing::warn!(exchange = %ExchangeId::Simulated, updates = n, "simulated fault: dropping the stream");
+                tracing::warn!(
+                    exchange = %ExchangeId::Simulated,
+                    updates = n,
+                    "simulated fault: dropping the stream"
+                );
                 this.state = State::Ended;
                 return Poll::Ready(None);
             }
             Some(Terminal::Silence(n)) => {
-                tracing::warn!(exchange = %ExchangeId::Simulated, updates = n, "simulated fault: silencing the stream");
+                tracing::warn!(
+                    exchange = %ExchangeId::Simulated,
+                    updates = n,
+                    "simulated fault: silencing the stream"
+                );
                 // Pending without registering the waker: nothing will ever
                 // wake this stream, like a socket that stays open and mute.
                 this.state = State::Silenced;
@@ -336,7 +361,7 @@ impl<C: Clock> Stream for LiveStream<C> {
         }
         loop {
             if this.pending > 0 {
-                let candle = this.next_update(this.clock.wall_ms());
+                let candle = this.next_update();
                 this.faults.record_delivery();
                 return Poll::Ready(Some(Ok(candle)));
             }
