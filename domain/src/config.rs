@@ -106,8 +106,8 @@ impl Default for SimulationConfig {
     }
 }
 
-/// Faults the simulated exchange injects once per process, counted in live
-/// updates delivered since start.
+/// Faults the simulated exchange injects, counted in live updates delivered
+/// since start: once per process, or every N updates with `repeat`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultConfig {
@@ -127,6 +127,11 @@ pub struct FaultConfig {
     /// How long a `block_after_updates` fault blocks, in milliseconds.
     #[serde(default = "default_block_ms")]
     pub block_ms: u64,
+    /// Fire each fault again every time its count of updates comes round
+    /// (after N, 2N, 3N… updates) instead of once: a datasource that keeps
+    /// crashing, to exercise the restart-intensity limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat: bool,
 }
 
 fn default_intervals() -> Vec<Interval> {

@@ -670,6 +670,31 @@ mod tests {
     }
 
     #[test]
+    fn repeating_faults_fire_every_n_updates() {
+        let faults = FaultConfig {
+            drop_stream_after_updates: Some(3),
+            repeat: true,
+            ..FaultConfig::default()
+        };
+        let ex = exchange(1.0, faults);
+        let k = key("BTCUSDT", Interval::M1);
+        let clock = TestClock::at(T0);
+        for round in 1..=3 {
+            let mut stream = ex
+                .open_stream(std::slice::from_ref(&k), clock.clone())
+                .unwrap();
+            for _ in 0..3 {
+                assert!(next(&mut stream, &clock).is_some(), "round {round}");
+            }
+            assert!(
+                matches!(poll(&mut stream), Poll::Ready(None)),
+                "round {round}: dropped again"
+            );
+        }
+        assert_eq!(ex.updates_delivered(), 9);
+    }
+
+    #[test]
     fn silence_fault_keeps_the_stream_open_and_mute_once() {
         let faults = FaultConfig {
             silence_after_updates: Some(2),

@@ -20,7 +20,7 @@
 //! boundary instantly instead of waiting a real minute.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -100,10 +100,11 @@ pub(super) struct Faults {
     config: FaultConfig,
     /// Updates delivered by every stream of the instance.
     delivered: AtomicU64,
-    panic_fired: AtomicBool,
-    drop_fired: AtomicBool,
-    silence_fired: AtomicBool,
-    block_fired: AtomicBool,
+    /// How often each fault has fired.
+    panic_fired: AtomicU64,
+    drop_fired: AtomicU64,
+    silence_fired: AtomicU64,
+    block_fired: AtomicU64,
 }
 
 /// A fault that changes what the stream does from now on.
@@ -113,14 +114,19 @@ enum Terminal {
     Silence(u64),
 }
 
-/// Claims `flag` if `threshold` has been reached and nobody fired it yet.
-fn claim(flag: &AtomicBool, threshold: Option<u64>, delivered: u64) -> Option<u64> {
+/// Claims the next firing of a fault counted by `fired` if its threshold
+/// has been reached: after `threshold` updates, then (with `repeat`) after
+/// every further `threshold`.
+fn claim(fired: &AtomicU64, threshold: Option<u64>, repeat: bool, delivered: u64) -> Option<u64> {
     let n = threshold?;
-    let claimed = delivered >= n
-        && flag
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+    let times = fired.load(Ordering::Acquire);
+    let due = n.saturating_mul(times + 1);
+    let claimed = (repeat || times == 0)
+        && delivered >= due
+        && fired
+            .compare_exchange(times, times + 1, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
-    claimed.then_some(n)
+    claimed.then_some(due)
 }
 
 impl Faults {
@@ -140,7 +146,7 @@ impl Faults {
     /// Whether the block fault has fired.
     #[cfg(test)]
     pub(super) fn block_fired(&self) -> bool {
-        self.block_fired.load(Ordering::Relaxed)
+        self.block_fired.load(Ordering::Relaxed) > 0
     }
 
     fn record_delivery(&self) {
@@ -160,7 +166,12 @@ impl Faults {
             return None;
         }
         let delivered = self.delivered();
-        if let Some(n) = claim(&self.block_fired, c.block_after_updates, delivered) {
+        if let Some(n) = claim(
+            &self.block_fired,
+            c.block_after_updates,
+            c.repeat,
+            delivered,
+        ) {
             tracing::warn!(
                 exchange = %ExchangeId::Simulated,
                 updates = n,
@@ -172,13 +183,29 @@ impl Faults {
             // supervisor's stall detection is exercised for real.
             std::thread::sleep(Duration::from_millis(c.block_ms));
         }
-        if let Some(n) = claim(&self.panic_fired, c.panic_after_updates, delivered) {
+        if let Some(n) = claim(
+            &self.panic_fired,
+            c.panic_after_updates,
+            c.repeat,
+            delivered,
+        ) {
             return Some(Terminal::Panic(n));
         }
-        if let Some(n) = claim(&self.drop_fired, c.drop_stream_after_updates, delivered) {
+        if let Some(n) = claim(
+            &self.drop_fired,
+            c.drop_stream_after_updates,
+            c.repeat,
+            delivered,
+        ) {
             return Some(Terminal::Drop(n));
         }
-        claim(&self.silence_fired, c.silence_after_updates, delivered).map(Terminal::Silence)
+        claim(
+            &self.silence_fired,
+            c.silence_after_updates,
+            c.repeat,
+            delivered,
+        )
+        .map(Terminal::Silence)
     }
 }
 
