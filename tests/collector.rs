@@ -299,6 +299,82 @@ fn exchanges_toggle_and_symbols_reload_while_running() {
 }
 
 #[test]
+fn an_api_token_protects_the_mutating_routes_and_follows_config_changes() {
+    const TOKEN: &str = "e2e-token-0123456789abcdef";
+    let collector = Collector::start(&simulated_config(|c| c["api_token"] = json!(TOKEN)));
+    wait_for("the datasource to run", PATIENCE, || {
+        (collector.child_status("simulated")?["state"] == "running").then_some(())
+    });
+    let disable = json!({"exchange": "simulated", "enabled": false});
+    let before = file_bytes(&collector.config_path());
+
+    // Without the token: 401, and nothing changes.
+    let (status, body) = collector.post("/toggleExchange", &disable);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, body) =
+        collector.post_with_token("/toggleExchange", &disable, "wrong-token-0123456789");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden");
+    assert_eq!(file_bytes(&collector.config_path()), before);
+    assert!(!collector.dir.path().join("config.json.bak").exists());
+    assert_eq!(
+        collector.child_status("simulated").unwrap()["state"],
+        "running"
+    );
+
+    // Reads stay open, and never show the token.
+    let (status, config) = collector.get("/config");
+    assert_eq!(status, 200);
+    assert_eq!(config["api_token"], "***");
+    assert_eq!(collector.get("/health").0, 200);
+
+    // With the token: it works, and the saved file keeps the token.
+    let (status, body) = collector.post_with_token("/toggleExchange", &disable, TOKEN);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["enabled"], false);
+    assert_eq!(
+        collector.child_status("simulated").unwrap()["state"],
+        "stopped"
+    );
+    let saved: Value = serde_json::from_slice(&file_bytes(&collector.config_path())).unwrap();
+    assert_eq!(saved["exchanges"]["simulated"]["enabled"], false);
+    assert_eq!(saved["api_token"], TOKEN);
+
+    // A new token posted through /config is in force at once, and the
+    // config read back (with the mask) keeps it.
+    let rotated = "rotated-token-0123456789";
+    let mut new_config = config.clone();
+    new_config["api_token"] = json!(rotated);
+    let (status, body) = collector.post_with_token("/config", &new_config, TOKEN);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["config"]["api_token"], "***");
+    let (status, _) = collector.post_with_token("/toggleExchange", &disable, TOKEN);
+    assert_eq!(status, 403);
+    let (status, body) = collector.post_with_token("/config", &config, rotated);
+    assert_eq!(status, 200, "{body}");
+    let saved: Value = serde_json::from_slice(&file_bytes(&collector.config_path())).unwrap();
+    assert_eq!(saved["api_token"], rotated, "*** keeps the running token");
+
+    // /restart re-reads the file: a token edited there takes over.
+    let edited = "edited-in-the-file-0123456789";
+    let mut file = saved.clone();
+    file["api_token"] = json!(edited);
+    std::fs::write(collector.config_path(), file.to_string()).unwrap();
+    let (status, body) = collector.post_with_token("/restart", &json!({}), rotated);
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = collector.post_with_token("/toggleExchange", &disable, rotated);
+    assert_eq!(status, 403);
+    let (status, body) = collector.post_with_token("/toggleExchange", &disable, edited);
+    assert_eq!(status, 200, "{body}");
+
+    let stderr = collector.stderr();
+    for secret in [TOKEN, rotated, edited] {
+        assert!(!stderr.contains(secret), "a token was logged:\n{stderr}");
+    }
+}
+
+#[test]
 fn bad_requests_get_documented_errors_and_change_nothing() {
     let collector = Collector::start(&simulated_config(|_| {}));
     let config_before = collector.get("/config").1;

@@ -6,7 +6,7 @@
 //! implement it on anything.
 
 use async_trait::async_trait;
-use ohlcv_domain::config::{Config, ExchangeConfig};
+use ohlcv_domain::config::{ApiToken, Config, ExchangeConfig};
 use ohlcv_domain::{ExchangeId, Symbol};
 use serde::Serialize;
 
@@ -150,4 +150,19 @@ pub trait Control: Send + Sync + 'static {
     /// [`ControlError::Invalid`] for an exchange without an adapter,
     /// [`ControlError::Exchange`] if it cannot be asked.
     async fn exchange_symbols(&self, exchange: ExchangeId) -> Result<Vec<Symbol>, ControlError>;
+
+    /// The running configuration's `api_token`, which every mutating
+    /// command must present; `None` when the API is open.
+    ///
+    /// The gateway asks before every mutating request, so this should
+    /// answer from a shared cell rather than from a round trip to the
+    /// supervisor, and must follow every change of the token
+    /// ([`Control::replace_config`], [`Control::restart`]) by the time that
+    /// command has answered.
+    ///
+    /// # Errors
+    /// [`ControlError::Unavailable`] if the token cannot be known (the
+    /// supervisor is gone); the gateway then refuses the command instead of
+    /// letting it through.
+    async fn api_token(&self) -> Result<Option<ApiToken>, ControlError>;
 }

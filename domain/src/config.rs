@@ -2,8 +2,9 @@
 //!
 //! `config.json` holds the keys of the original design (`exchanges`,
 //! `intervals`, `database_path`, `batch_interval`, `max_records`,
-//! `bootstrap_load`, `port`) plus `bind`, per-exchange `rest_url`/`ws_url`
-//! and the simulated exchange's `simulation` block. Every error names the key
+//! `bootstrap_load`, `port`) plus `bind`, the optional `api_token`,
+//! per-exchange `rest_url`/`ws_url` and the simulated exchange's
+//! `simulation` block. Every error names the key
 //! and the reason; a file that fails validation is never applied, and saves
 //! go through a temp file, fsync and rename, keeping the previous version as
 //! `<file>.bak`.
@@ -29,6 +30,10 @@ pub const MAX_BATCH_INTERVAL_MS: u64 = 3_600_000;
 pub const MAX_RECORDS_LIMIT: u64 = 5_256_000;
 /// Highest simulated update rate per series; enough to flood any consumer.
 pub const MAX_SIMULATED_UPDATES_PER_SECOND: f64 = 100_000.0;
+/// Shortest accepted `api_token`, in characters: 16 random characters are
+/// far beyond guessing over HTTP, and anything shorter is likely a
+/// placeholder (`changeme`) that protects nothing.
+pub const MIN_API_TOKEN_CHARS: usize = 16;
 
 /// The whole configuration, as read from `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +63,81 @@ pub struct Config {
     /// Address the HTTP server binds to; loopback unless said otherwise.
     #[serde(default = "default_bind")]
     pub bind: IpAddr,
+    /// Token that mutating HTTP routes and the WebSocket `reload` command
+    /// require (`Authorization: Bearer <token>`), so that whoever can reach
+    /// the port cannot also change what is collected or delete the data.
+    /// Absent: those routes are open, which is safe on loopback only. At
+    /// least [`MIN_API_TOKEN_CHARS`] characters, no whitespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<ApiToken>,
+}
+
+/// The secret of `api_token`.
+///
+/// A type of its own so that the secret cannot leak by accident: its
+/// `Debug` prints `ApiToken(***)` (a `Config` logged with `?config` shows no
+/// secret), it has no `Display`, and the only way to compare it is
+/// [`ApiToken::matches`], in constant time. It is saved to the file as the
+/// plain string, since the file is where the operator keeps it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// A token from its text, checked as the config file's value is.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for `api_token` when `token` is shorter than
+    /// [`MIN_API_TOKEN_CHARS`] or contains whitespace or control characters
+    /// (which an `Authorization` header cannot carry intact).
+    pub fn new(token: impl Into<String>) -> Result<ApiToken, ConfigError> {
+        let token = ApiToken(token.into());
+        token.validate()?;
+        Ok(token)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        // The reasons never quote the value: they reach logs and HTTP
+        // answers, and even a refused secret may be a real one mistyped.
+        if self.0.chars().count() < MIN_API_TOKEN_CHARS {
+            return Err(ConfigError::invalid(
+                "api_token",
+                format!("must be at least {MIN_API_TOKEN_CHARS} characters long"),
+            ));
+        }
+        if self.0.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::invalid(
+                "api_token",
+                "must not contain whitespace or control characters",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `presented` (the bytes a client sent) is this token.
+    ///
+    /// Takes the same time whatever the bytes are (for a given length), so
+    /// that response times do not tell an attacker how many leading bytes
+    /// were right: every byte is compared, with no early exit.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        if expected.is_empty() {
+            // Only a token built around validation could be empty; it
+            // matches nothing rather than everything.
+            return false;
+        }
+        let mut difference = expected.len() ^ presented.len();
+        for (i, byte) in presented.iter().enumerate() {
+            difference |= usize::from(byte ^ expected[i % expected.len()]);
+        }
+        std::hint::black_box(difference) == 0
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(***)")
+    }
 }
 
 /// Settings of one exchange.
@@ -292,12 +372,15 @@ impl Config {
                 ),
             ));
         }
+        if let Some(token) = &self.api_token {
+            token.validate()?;
+        }
         Ok(())
     }
 
     /// The database path, with a relative path taken from `config_dir`.
     pub fn resolved_database_path(&self, config_dir: &Path) -> PathBuf {
-        if self.database_path.is_absolute() {
+        if self.database_path.is_absolute() || config_dir == Path::new(".") {
             self.database_path.clone()
         } else {
             config_dir.join(&self.database_path)
@@ -477,9 +560,15 @@ mod tests {
 
     fn sample_with(pointer: &str, value: serde_json::Value) -> String {
         let mut doc: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
-        *doc.pointer_mut(pointer).unwrap() = value;
+        match doc.pointer_mut(pointer) {
+            Some(slot) => *slot = value,
+            // A top-level key the sample leaves out (`/api_token`).
+            None => doc[&pointer[1..]] = value,
+        }
         doc.to_string()
     }
+
+    const TOKEN: &str = "s3cret-token-0123456789";
 
     #[test]
     fn parses_the_seed_keys_and_defaults_the_rest() {
@@ -576,6 +665,22 @@ mod tests {
                 r#"{"exchanges":{"binance_futures":{"simulation":{}}}}"#.to_owned(),
                 "exchanges.binance_futures.simulation: only the simulated exchange",
             ),
+            (
+                sample_with("/api_token", "short".into()),
+                "api_token: must be at least 16 characters long",
+            ),
+            (
+                sample_with("/api_token", "sixteen chars with spaces".into()),
+                "api_token: must not contain whitespace",
+            ),
+            (
+                sample_with("/api_token", "0123456789abcdef\n".into()),
+                "api_token: must not contain whitespace",
+            ),
+            (
+                sample_with("/api_token", 1234567890123456_u64.into()),
+                "api_token: invalid type: integer",
+            ),
             ("not json".to_owned(), ".: expected ident"),
         ];
         for (text, expected) in cases {
@@ -583,6 +688,66 @@ mod tests {
             assert!(
                 err.starts_with(expected),
                 "expected {expected:?}, got {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_token_is_optional_and_never_printed() {
+        let open = Config::from_json(SAMPLE).unwrap();
+        assert_eq!(open.api_token, None);
+        assert!(
+            !open.to_json_pretty().contains("api_token"),
+            "an absent token is not written out"
+        );
+
+        let config = Config::from_json(&sample_with("/api_token", TOKEN.into())).unwrap();
+        assert_eq!(config.api_token, Some(ApiToken::new(TOKEN).unwrap()));
+        // Saved as the plain string: the file is where the operator keeps it.
+        let saved: serde_json::Value = serde_json::from_str(&config.to_json_pretty()).unwrap();
+        assert_eq!(saved["api_token"], TOKEN);
+        assert_eq!(Config::from_json(&config.to_json_pretty()).unwrap(), config);
+        // Never in a debug print, so never in a log line.
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(TOKEN), "{debug}");
+        assert!(debug.contains("api_token: Some(ApiToken(***))"), "{debug}");
+
+        // `null` is the same as absent.
+        let null = Config::from_json(&sample_with("/api_token", serde_json::Value::Null)).unwrap();
+        assert_eq!(null.api_token, None);
+
+        // Exactly the minimum length is enough; any non-whitespace works.
+        assert!(ApiToken::new("x".repeat(MIN_API_TOKEN_CHARS)).is_ok());
+        assert!(ApiToken::new("ééééééééééééééé€").is_ok());
+        let short = ApiToken::new("x".repeat(MIN_API_TOKEN_CHARS - 1)).unwrap_err();
+        assert!(short.to_string().starts_with("api_token: "), "{short}");
+        assert!(ApiToken::new("0123456789abcdef\u{7f}").is_err());
+
+        // Errors never quote the refused value.
+        let refused = "almost-a-secret with space";
+        let error = error_of(&sample_with("/api_token", refused.into()));
+        assert!(!error.contains("almost-a-secret"), "{error}");
+    }
+
+    #[test]
+    fn api_token_matches_only_itself() {
+        let token = ApiToken::new(TOKEN).unwrap();
+        assert!(token.matches(TOKEN.as_bytes()));
+        let mut wrong_last = TOKEN.as_bytes().to_vec();
+        *wrong_last.last_mut().unwrap() ^= 1;
+        let doubled = TOKEN.repeat(2);
+        for presented in [
+            &wrong_last[..],
+            &TOKEN.as_bytes()[..TOKEN.len() - 1],
+            format!("{TOKEN}x").as_bytes(),
+            doubled.as_bytes(),
+            b"",
+            TOKEN.to_uppercase().as_bytes(),
+        ] {
+            assert!(
+                !token.matches(presented),
+                "{:?} matched",
+                String::from_utf8_lossy(presented)
             );
         }
     }

@@ -4,25 +4,57 @@
 //! [`Control`] call into a message to the supervisor. Commands that change
 //! children run as atomic responses, one at a time, so two clients
 //! toggling the same exchange cannot interleave a stop and a start.
+//!
+//! The `api_token` is the exception: the gateway checks it before every
+//! mutating request, so it reads the supervisor's [`TokenCell`] directly
+//! instead of asking each time.
+
+use std::sync::{Arc, PoisonError, RwLock};
 
 use actix::prelude::*;
 use async_trait::async_trait;
 use ohlcv_actors::control::{ApplyReport, Control, ControlError, StatusReport};
-use ohlcv_domain::config::{Config, ExchangeConfig};
+use ohlcv_domain::config::{ApiToken, Config, ExchangeConfig};
 use ohlcv_domain::{ExchangeId, Symbol};
 
 use crate::supervisor::Supervisor;
+
+/// The running config's `api_token`, shared by the supervisor (which
+/// writes it whenever it adopts a config) and every [`SupervisorControl`]
+/// (which reads it on each mutating request).
+#[derive(Clone, Default)]
+pub struct TokenCell(Arc<RwLock<Option<ApiToken>>>);
+
+impl TokenCell {
+    /// A cell holding `token`.
+    pub fn new(token: Option<ApiToken>) -> Self {
+        TokenCell(Arc::new(RwLock::new(token)))
+    }
+
+    fn get(&self) -> Option<ApiToken> {
+        // Writes replace the value whole, so a poisoned lock is still read.
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set(&self, token: Option<ApiToken>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = token;
+    }
+}
 
 /// The gateway's handle on the supervisor.
 #[derive(Clone)]
 pub struct SupervisorControl {
     supervisor: Addr<Supervisor>,
+    token: TokenCell,
 }
 
 impl SupervisorControl {
-    /// Commands `supervisor`.
-    pub fn new(supervisor: Addr<Supervisor>) -> Self {
-        SupervisorControl { supervisor }
+    /// Commands `supervisor`, whose running `api_token` is in `token`.
+    pub fn new(supervisor: Addr<Supervisor>, token: TokenCell) -> Self {
+        SupervisorControl { supervisor, token }
     }
 
     async fn ask<M>(&self, msg: M) -> Result<M::Result, ControlError>
@@ -78,6 +110,10 @@ impl Control for SupervisorControl {
 
     async fn exchange_symbols(&self, exchange: ExchangeId) -> Result<Vec<Symbol>, ControlError> {
         self.ask(ExchangeSymbols(exchange)).await?
+    }
+
+    async fn api_token(&self) -> Result<Option<ApiToken>, ControlError> {
+        Ok(self.token.get())
     }
 }
 

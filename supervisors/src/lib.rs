@@ -10,5 +10,5 @@ pub mod control;
 pub mod policy;
 pub mod supervisor;
 
-pub use control::SupervisorControl;
+pub use control::{SupervisorControl, TokenCell};
 pub use supervisor::{Shutdown, Supervisor, SupervisorSetup};

@@ -35,7 +35,7 @@ use ohlcv_domain::ExchangeId;
 use ohlcv_storage::Database;
 use tokio::sync::oneshot;
 
-use crate::control::SupervisorControl;
+use crate::control::{SupervisorControl, TokenCell};
 use crate::policy::{with_jitter, RestartDecision, RestartPolicy, RestartTracker};
 
 /// How long a datasource may take to hand over its last updates and stop
@@ -139,6 +139,7 @@ pub struct Supervisor {
     board: HeartbeatBoard,
     sources: HashMap<ExchangeId, Arc<dyn MarketSource>>,
     gateway_addr: Option<SocketAddr>,
+    token: TokenCell,
     next_generation: u64,
     started: Instant,
     shutting_down: bool,
@@ -150,6 +151,7 @@ impl Supervisor {
     pub fn new(setup: SupervisorSetup) -> Self {
         let database_path = setup.database.path().to_path_buf();
         Supervisor {
+            token: TokenCell::new(setup.config.api_token.clone()),
             store: setup.store,
             config: setup.config,
             database_path,
@@ -174,6 +176,19 @@ impl Supervisor {
     pub fn with_policy(mut self, policy: RestartPolicy) -> Self {
         self.policy = policy;
         self
+    }
+
+    /// The gateway's handle on this supervisor at `addr`.
+    fn control(&self, addr: Addr<Self>) -> SupervisorControl {
+        SupervisorControl::new(addr, self.token.clone())
+    }
+
+    /// Starts the supervisor and answers its address with a handle for
+    /// commanding it as the gateway does (tests and embedders).
+    pub fn start_with_control(self) -> (Addr<Self>, SupervisorControl) {
+        let token = self.token.clone();
+        let addr = self.start();
+        (addr.clone(), SupervisorControl::new(addr, token))
     }
 
     fn storage_handle(&self) -> StorageHandle {
@@ -280,7 +295,7 @@ impl Supervisor {
             }
             ChildId::Gateway => {
                 let deps = GatewayDeps {
-                    control: Arc::new(SupervisorControl::new(ctx.address())),
+                    control: Arc::new(self.control(ctx.address())),
                     storage: self.storage_handle(),
                     broadcaster: self.broadcaster.clone(),
                     logs: self.logs.clone(),
@@ -523,6 +538,8 @@ impl Supervisor {
     ) -> ResponseActFuture<Self, ApplyReport> {
         let old = std::mem::replace(&mut self.config, new);
         let new = self.config.clone();
+        // The gateway checks the token of the config that now runs.
+        self.token.set(new.api_token.clone());
         let mut report = ApplyReport::default();
         if old.port != new.port {
             report.pending_restart.push("port");

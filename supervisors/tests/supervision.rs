@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use ohlcv_actors::control::{Control, StatusReport};
 use ohlcv_actors::gateway::broadcast::Broadcaster;
 use ohlcv_actors::gateway::logs::LogHistory;
@@ -65,7 +64,7 @@ async fn a_child_that_keeps_dying_is_marked_failed_and_retried_on_the_slow_sched
         period: Duration::from_secs(60),
         stable_after: Duration::from_secs(60),
     };
-    let supervisor = Supervisor::new(SupervisorSetup {
+    let (supervisor, control) = Supervisor::new(SupervisorSetup {
         store,
         config,
         database,
@@ -74,8 +73,7 @@ async fn a_child_that_keeps_dying_is_marked_failed_and_retried_on_the_slow_sched
         fatal,
     })
     .with_policy(policy)
-    .start();
-    let control = SupervisorControl::new(supervisor.clone());
+    .start_with_control();
 
     let failed = status_until(&control, "the datasource to be marked failed", |s| {
         child(s, "simulated").is_some_and(|c| c.state == "failed")

@@ -6,7 +6,9 @@
 //! with a fixed status and code, and the extractor configurations here
 //! ([`json_config`], [`path_config`], [`query_config`]) turn actix-web's own
 //! extractor failures (bad JSON, oversized body, bad query string) into the
-//! same shape, so a client never has to parse two error formats.
+//! same shape, so a client never has to parse two error formats. A route
+//! that needs the `api_token` answers [`ApiError::unauthorized`] (401) or
+//! [`ApiError::forbidden`] (403).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -31,7 +33,9 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: Cow<'static, str>,
-    allow: Option<String>,
+    /// A header the answer must carry (`Allow` on a 405,
+    /// `WWW-Authenticate` on a 401).
+    header: Option<(header::HeaderName, String)>,
 }
 
 impl ApiError {
@@ -45,7 +49,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            allow: None,
+            header: None,
         }
     }
 
@@ -70,8 +74,27 @@ impl ApiError {
             status: StatusCode::METHOD_NOT_ALLOWED,
             code: "method_not_allowed",
             message: format!("{method} is not allowed on {path}; allowed: {allow}").into(),
-            allow: Some(allow),
+            header: Some((header::ALLOW, allow)),
         }
+    }
+
+    /// 401 `unauthorized`: the request needs the `api_token` and presented
+    /// none. Carries `WWW-Authenticate: Bearer` (RFC 6750), which tells a
+    /// client what kind of credentials to send.
+    pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError {
+            header: Some((
+                header::WWW_AUTHENTICATE,
+                r#"Bearer realm="ohlcv-collector""#.to_owned(),
+            )),
+            ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
+    }
+
+    /// 403 `forbidden`: the request presented a token, and it is not the
+    /// `api_token`.
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     /// 503 `unavailable`: the collector cannot answer right now.
@@ -126,8 +149,8 @@ impl ResponseError for ApiError {
             tracing::warn!(code = self.code, message = %self.message, "request failed");
         }
         let mut response = HttpResponse::build(self.status);
-        if let Some(allow) = &self.allow {
-            response.insert_header((header::ALLOW, allow.as_str()));
+        if let Some((name, value)) = &self.header {
+            response.insert_header((name.clone(), value.as_str()));
         }
         response.json(Envelope { error: self.body() })
     }
@@ -267,5 +290,23 @@ mod tests {
         }
         let exchange: ApiError = ControlError::Exchange("timeout".into()).into();
         assert_eq!(exchange.message(), "exchange error: timeout");
+    }
+
+    #[test]
+    fn auth_errors_have_their_statuses_and_a_bearer_challenge() {
+        let unauthorized = ApiError::unauthorized("no token").error_response();
+        assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            unauthorized
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .unwrap(),
+            r#"Bearer realm="ohlcv-collector""#
+        );
+        let forbidden = ApiError::forbidden("wrong token");
+        assert_eq!(forbidden.code(), "forbidden");
+        let forbidden = forbidden.error_response();
+        assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+        assert!(forbidden.headers().get(header::WWW_AUTHENTICATE).is_none());
     }
 }

@@ -19,10 +19,20 @@
 //! thread sees it, and every failure is an [`ApiError`]. Commands go to
 //! the supervisor through [`Control`](crate::control::Control); reads go
 //! straight to the storage thread.
+//!
+//! When the config sets `api_token`, every mutating route (the `POST`s)
+//! requires `Authorization: Bearer <api_token>`, checked before the body
+//! is even read: none gets 401 `unauthorized`, a wrong one 403
+//! `forbidden`. Reads and `/health` stay open. The token is never shown:
+//! `GET /config` answers [`API_TOKEN_MASK`] in its place.
 
 use std::future::Future;
 use std::time::Duration;
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
 use ohlcv_domain::config::Config;
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
@@ -62,6 +72,16 @@ pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 /// gets a 503 instead of a request that never ends.
 pub const STORAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What `GET /config` (and the answer of `POST /config`) shows in place of
+/// a configured `api_token`, so that the secret never travels back to a
+/// client. A `POST /config` may send it back unchanged to keep the token in
+/// force, so a UI can read the config, edit it and post it back without
+/// knowing the token.
+pub const API_TOKEN_MASK: &str = "***";
+
+/// How an HTTP client presents the token, for the 401 message.
+const HTTP_TOKEN_HINT: &str = "send the header `Authorization: Bearer <api_token>`";
+
 /// Shared state of every route.
 type Deps = web::Data<GatewayDeps>;
 
@@ -77,20 +97,28 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, deps: GatewayDeps, closing
         .service(
             resource("/config", &["GET", "POST"])
                 .route(web::get().to(get_config))
-                .route(web::post().to(post_config)),
+                .route(protected(web::post().to(post_config))),
         )
         .service(resource("/exchanges", &["GET"]).route(web::get().to(exchanges)))
         .service(
             resource("/exchangeSymbols/{exchange}", &["GET"])
                 .route(web::get().to(exchange_symbols)),
         )
-        .service(resource("/exchangeSymbols", &["POST"]).route(web::post().to(set_symbols)))
-        .service(resource("/toggleExchange", &["POST"]).route(web::post().to(toggle_exchange)))
+        .service(
+            resource("/exchangeSymbols", &["POST"]).route(protected(web::post().to(set_symbols))),
+        )
+        .service(
+            resource("/toggleExchange", &["POST"])
+                .route(protected(web::post().to(toggle_exchange))),
+        )
         .service(
             resource("/ohlcv/{exchange}/{symbol}/{interval}", &["GET"]).route(web::get().to(ohlcv)),
         )
-        .service(resource("/restart", &["POST"]).route(web::post().to(restart)))
-        .service(resource("/deleteDatabase", &["POST"]).route(web::post().to(delete_database)))
+        .service(resource("/restart", &["POST"]).route(protected(web::post().to(restart))))
+        .service(
+            resource("/deleteDatabase", &["POST"])
+                .route(protected(web::post().to(delete_database))),
+        )
         .service(resource("/databaseSymbols", &["GET"]).route(web::get().to(database_symbols)))
         .service(resource("/ws", &["GET"]).route(web::get().to(ws::upgrade)))
         .default_service(web::to(not_found));
@@ -106,6 +134,92 @@ fn resource(path: &'static str, allowed: &'static [&'static str]) -> actix_web::
             allowed,
         ))
     }))
+}
+
+/// A mutating route: it runs only for a request that presents the
+/// `api_token` (when one is set). The check wraps the handler, so it comes
+/// before the body is read: a client without the token learns nothing
+/// from how its body would have been judged.
+fn protected(route: actix_web::Route) -> actix_web::Route {
+    route.wrap(from_fn(require_token))
+}
+
+/// The middleware of [`protected`]. A refusal is answered here as a
+/// response (not returned as an error), so it reaches the client in the
+/// same shape as any other error, whatever wraps the app.
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let checked = match req.app_data::<Deps>() {
+        Some(deps) => {
+            let what = format!("{} {}", req.method(), req.path());
+            authorize(deps, bearer_token(req.headers()), &what, HTTP_TOKEN_HINT).await
+        }
+        // `configure` always registers the deps; refuse rather than open.
+        None => Err(ApiError::unavailable("the gateway is not configured")),
+    };
+    match checked {
+        Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
+        Err(refused) => Ok(req.error_response(refused).map_into_right_body()),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if the request
+/// has one. The scheme is case-insensitive (RFC 7235); any other scheme,
+/// or an empty token, counts as no token.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let split = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(split);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let start = rest.iter().position(|b| *b != b' ')?;
+    Some(&rest[start..])
+}
+
+/// Lets `what` (`POST /config`, the `reload` command) through if the
+/// running config has no `api_token` or `presented` is that token.
+///
+/// # Errors
+/// 401 `unauthorized` (with `hint`: how to present it) when a token is set
+/// and none was presented, 403 `forbidden` when the presented one is wrong,
+/// 503 `unavailable` when the token cannot be known: the check fails
+/// closed.
+pub(crate) async fn authorize(
+    deps: &GatewayDeps,
+    presented: Option<&[u8]>,
+    what: &str,
+    hint: &str,
+) -> Result<(), ApiError> {
+    let Some(token) = ask(deps.control.api_token()).await? else {
+        return Ok(());
+    };
+    match presented {
+        None => Err(ApiError::unauthorized(format!(
+            "{what} needs the api_token: {hint}"
+        ))),
+        Some(presented) if token.matches(presented) => Ok(()),
+        Some(_) => {
+            // Worth a line: someone tries tokens. The token tried is not
+            // logged, it may be a real one sent to the wrong server.
+            tracing::warn!(what, "refused: the token presented is not the api_token");
+            Err(ApiError::forbidden(format!(
+                "{what}: the token presented is not the api_token"
+            )))
+        }
+    }
+}
+
+/// The config as clients see it: the `api_token`, when one is set, as
+/// [`API_TOKEN_MASK`].
+pub(crate) fn masked_config(config: &Config) -> Value {
+    let mut value = to_value(config);
+    if let Some(token) = value.get_mut("api_token") {
+        *token = Value::from(API_TOKEN_MASK);
+    }
+    value
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -154,14 +268,27 @@ pub(crate) async fn status_value(deps: &GatewayDeps) -> Result<Value, ApiError> 
 
 async fn get_config(deps: Deps) -> Result<HttpResponse, ApiError> {
     let config = ask(deps.control.config()).await?;
-    Ok(HttpResponse::Ok().json(config))
+    Ok(HttpResponse::Ok().json(masked_config(&config)))
 }
 
+/// `POST /config`. The body's `api_token` decides the token: absent, it is
+/// removed; [`API_TOKEN_MASK`], the current one is kept; any other value
+/// replaces it.
 async fn post_config(deps: Deps, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
-    let config = Config::from_value(body.into_inner())
+    let mut body = body.into_inner();
+    let keep_token = body.get("api_token").and_then(Value::as_str) == Some(API_TOKEN_MASK);
+    if keep_token {
+        if let Some(object) = body.as_object_mut() {
+            object.remove("api_token");
+        }
+    }
+    let mut config = Config::from_value(body)
         .map_err(|error| ApiError::bad_request("invalid_config", error.to_string()))?;
+    if keep_token {
+        config.api_token = ask(deps.control.api_token()).await?;
+    }
     let applied = ask(deps.control.replace_config(config.clone())).await?;
-    Ok(HttpResponse::Ok().json(json!({"config": config, "applied": applied})))
+    Ok(HttpResponse::Ok().json(json!({"config": masked_config(&config), "applied": applied})))
 }
 
 async fn exchanges(deps: Deps) -> Result<HttpResponse, ApiError> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use async_trait::async_trait;
-use ohlcv_domain::config::{Config, ExchangeConfig};
+use ohlcv_domain::config::{ApiToken, Config, ExchangeConfig};
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
 use ohlcv_storage::Database;
 use tempfile::TempDir;
@@ -45,6 +45,12 @@ impl MockControl {
             config: Mutex::new(Config::from_json(CONFIG).unwrap()),
             failure: Mutex::default(),
         }
+    }
+
+    /// Sets (or removes) the running config's `api_token`, as a POST
+    /// /config or a restart with an edited file would.
+    pub fn set_token(&self, token: Option<&str>) {
+        self.config.lock().unwrap().api_token = token.map(|t| ApiToken::new(t).unwrap());
     }
 
     pub fn fail_with(&self, error: Option<ControlError>) {
@@ -135,6 +141,16 @@ impl Control for MockControl {
                 metrics: serde_json::Map::new(),
             }],
         })
+    }
+
+    /// Read from the running config itself, which is what the real
+    /// supervisor's cell follows. Not recorded (the gateway asks before
+    /// every mutating request), but it fails like every other call.
+    async fn api_token(&self) -> Result<Option<ApiToken>, ControlError> {
+        if let Some(error) = self.failure.lock().unwrap().clone() {
+            return Err(error);
+        }
+        Ok(self.config.lock().unwrap().api_token.clone())
     }
 
     async fn exchange_symbols(&self, exchange: ExchangeId) -> Result<Vec<Symbol>, ControlError> {

@@ -18,8 +18,20 @@
 //! heard from for [`CLIENT_TIMEOUT`]. A gateway that stops sends every
 //! session's client a Close frame (`1001 going away`) first.
 //!
+//! When the config sets `api_token`, the `reload` command (it restarts the
+//! datasources) needs it; the other commands only read. A client presents
+//! the token when it connects, as `Authorization: Bearer <api_token>` on
+//! the upgrade request or as `/ws?token=<api_token>`, because browsers
+//! cannot set headers on a WebSocket upgrade. The query form puts the
+//! secret in the URL, which proxies and access logs may record: prefer the
+//! header where the client can send one. The token is checked at each
+//! `reload` against the one running, so a session follows a changed or
+//! removed token. Without it, `reload` answers `ok: false` with an
+//! `unauthorized` (no token) or `forbidden` (wrong token) error body.
+//!
 //! [`Broadcaster`]: super::broadcast::Broadcaster
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -28,13 +40,14 @@ use actix_ws::{
 };
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt as _};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::errors::ApiError;
-use super::http::{restart_value, series_value, status_value};
+use super::http::{authorize, bearer_token, restart_value, series_value, status_value};
 use super::protocol::{
     rfc3339_ms, ClientMessage, Command, CommandResult, ErrorBody, LogMessage, ServerMessage,
 };
@@ -67,6 +80,22 @@ pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// supervisor or storage thread work, so the excess is refused.
 pub const MAX_COMMANDS_IN_FLIGHT: usize = 4;
 
+/// How a WebSocket client presents the token, for the `unauthorized`
+/// message.
+const WS_TOKEN_HINT: &str =
+    "connect with the header `Authorization: Bearer <api_token>` or to `/ws?token=<api_token>`";
+
+/// The token a client presented when it connected, kept for the session's
+/// `reload` commands. `None` if it presented none.
+type Credential = Option<Arc<[u8]>>;
+
+/// The query string of `/ws`; other parameters are ignored.
+#[derive(Debug, Default, Deserialize)]
+struct WsParams {
+    /// The `api_token`, for clients that cannot set headers (browsers).
+    token: Option<String>,
+}
+
 /// Tells every session of one server to close; the receiving side, shared
 /// by the routes of that server.
 #[derive(Clone)]
@@ -79,6 +108,14 @@ pub(crate) async fn upgrade(
     deps: web::Data<GatewayDeps>,
     closing: web::Data<SessionClosing>,
 ) -> Result<HttpResponse, ApiError> {
+    let params = web::Query::<WsParams>::from_query(req.query_string())
+        .map_err(|error| ApiError::bad_request("bad_request", format!("query string: {error}")))?;
+    // The header wins over the query; an empty value counts as none.
+    let credential: Credential = bearer_token(req.headers())
+        .map(<[u8]>::to_vec)
+        .or_else(|| params.into_inner().token.map(String::into_bytes))
+        .filter(|token| !token.is_empty())
+        .map(Arc::from);
     let (response, session, stream) = actix_ws::handle(&req, body).map_err(|error| {
         ApiError::new(
             error.error_response().status(),
@@ -95,7 +132,7 @@ pub(crate) async fn upgrade(
     let closing = closing.0.clone();
     actix_web::rt::spawn(async move {
         tracing::debug!(%peer, "websocket client connected");
-        let end = run(deps, session.clone(), stream, closing).await;
+        let end = run(deps, credential, session.clone(), stream, closing).await;
         tracing::debug!(%peer, reason = end.describe(), "websocket client left");
         if let Some(reason) = end.close_reason() {
             // The client may be gone or stuck already; nothing more to do
@@ -172,11 +209,12 @@ impl End {
 /// Runs a session; returns why it ended.
 async fn run(
     deps: GatewayDeps,
+    credential: Credential,
     session: Session,
     stream: AggregatedMessageStream,
     closing: watch::Receiver<bool>,
 ) -> End {
-    match serve(deps, session, stream, closing).await {
+    match serve(deps, credential, session, stream, closing).await {
         Ok(never) => match never {},
         Err(end) => end,
     }
@@ -185,6 +223,7 @@ async fn run(
 /// The session loop; it only ever ends with an [`End`].
 async fn serve(
     deps: GatewayDeps,
+    credential: Credential,
     mut session: Session,
     mut stream: AggregatedMessageStream,
     mut closing: watch::Receiver<bool>,
@@ -223,7 +262,7 @@ async fn serve(
                 last_heard = Instant::now();
                 match message {
                     AggregatedMessage::Text(text) => {
-                        if let Some(reply) = accept_text(&deps, &text, &mut commands) {
+                        if let Some(reply) = accept_text(&deps, &credential, &text, &mut commands) {
                             send(&mut session, &reply).await?;
                         }
                     }
@@ -286,6 +325,7 @@ async fn timed<E>(sending: impl std::future::Future<Output = Result<(), E>>) -> 
 /// Handles a client text frame: queues a command, or answers at once.
 fn accept_text(
     deps: &GatewayDeps,
+    credential: &Credential,
     text: &str,
     commands: &mut FuturesOrdered<LocalBoxFuture<'static, ServerMessage>>,
 ) -> Option<ServerMessage> {
@@ -318,17 +358,22 @@ fn accept_text(
             )),
         ));
     }
-    commands.push_back(Box::pin(run_command(deps.clone(), command)));
+    commands.push_back(Box::pin(run_command(
+        deps.clone(),
+        credential.clone(),
+        command,
+    )));
     None
 }
 
-/// Runs one command and wraps its outcome as `command_result`.
-async fn run_command(deps: GatewayDeps, command: Command) -> ServerMessage {
+/// Runs one command and wraps its outcome as `command_result`. `reload`
+/// runs only with the `api_token` (when one is set).
+async fn run_command(deps: GatewayDeps, credential: Credential, command: Command) -> ServerMessage {
     let name = command_name(command);
     let outcome = match command {
         Command::Status => status_value(&deps).await,
         Command::List => series_value(&deps).await,
-        Command::Reload => restart_value(&deps).await,
+        Command::Reload => reload(&deps, &credential).await,
         Command::Clear => {
             deps.logs.clear();
             Ok(json!({"cleared": true}))
@@ -343,6 +388,19 @@ async fn run_command(deps: GatewayDeps, command: Command) -> ServerMessage {
         }),
         Err(error) => failed(name.into(), &error),
     }
+}
+
+/// `reload`: re-reads the config and restarts the datasources, for a
+/// client that presented the `api_token` (when one is set).
+async fn reload(deps: &GatewayDeps, credential: &Credential) -> Result<Value, ApiError> {
+    authorize(
+        deps,
+        credential.as_deref(),
+        "the reload command",
+        WS_TOKEN_HINT,
+    )
+    .await?;
+    restart_value(deps).await
 }
 
 fn command_name(command: Command) -> &'static str {

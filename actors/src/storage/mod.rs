@@ -1,7 +1,7 @@
 //! The storage actor: one dedicated thread that owns the SQLite connection.
 //!
 //! Candle updates arrive on a bounded channel and wait in a latest-wins
-//! queue ([`CandleQueue`]); every `batch_interval` the queue is written in
+//! queue ([`CandleQueue`](ohlcv_storage::CandleQueue)); every `batch_interval` the queue is written in
 //! one transaction. A failed write (locked, busy or failing database) puts
 //! the batch back and retries with backoff: nothing is dropped. Reads
 //! (`/ohlcv`) merge the queue over the database, so the newest candles are

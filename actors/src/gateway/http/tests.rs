@@ -643,3 +643,255 @@ fn ohlcv_queries_follow_the_documented_defaults() {
         }
     );
 }
+
+/// The token the auth tests configure.
+const TOKEN: &str = "test-token-0123456789";
+
+fn with_token(req: TestRequest, token: &str) -> TestRequest {
+    req.insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
+}
+
+/// One request to each mutating route, with a body that would succeed.
+fn mutating_requests() -> Vec<(&'static str, TestRequest)> {
+    let config: Value = serde_json::from_str(crate::gateway::test_support::CONFIG).unwrap();
+    vec![
+        ("replace_config port=3000", post("/config", config)),
+        (
+            "set_symbols simulated [\"BTCUSDT\"]",
+            post(
+                "/exchangeSymbols",
+                json!({"exchange": "simulated", "symbols": ["BTCUSDT"]}),
+            ),
+        ),
+        (
+            "toggle_exchange simulated Some(true)",
+            post(
+                "/toggleExchange",
+                json!({"exchange": "simulated", "enabled": true}),
+            ),
+        ),
+        ("restart", TestRequest::post().uri("/restart")),
+        (
+            "delete_database",
+            TestRequest::post().uri("/deleteDatabase"),
+        ),
+    ]
+}
+
+#[actix_web::test]
+async fn mutating_routes_need_the_token_once_one_is_set() {
+    let Harness { deps, control, .. } = harness();
+    let app = app(deps).await;
+    // Open without a token: no header needed.
+    for (_, req) in mutating_requests() {
+        assert_eq!(call(&app, req).await.0, 200);
+    }
+    control.set_token(Some(TOKEN));
+    control.calls.lock().unwrap().clear();
+
+    for (expected_call, _) in mutating_requests() {
+        let fresh = || {
+            mutating_requests()
+                .into_iter()
+                .find(|(c, _)| *c == expected_call)
+                .unwrap()
+                .1
+        };
+        // No token: 401 with a Bearer challenge, and the supervisor is
+        // never asked.
+        let response = test::call_service(&app, fresh().to_request()).await;
+        assert_eq!(response.status().as_u16(), 401, "{expected_call}");
+        assert_eq!(
+            response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            r#"Bearer realm="ohlcv-collector""#
+        );
+        let body: Value = test::read_body_json(response).await;
+        assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("needs the api_token") && message.contains("Authorization: Bearer"),
+            "{message}"
+        );
+        // Other schemes and empty bearer tokens are no token either.
+        for value in [
+            format!("Basic {TOKEN}"),
+            "Bearer ".to_owned(),
+            TOKEN.to_owned(),
+        ] {
+            let req = fresh().insert_header((header::AUTHORIZATION, value.clone()));
+            error(&call(&app, req).await, 401, "unauthorized");
+        }
+        // A wrong token: 403, and the token tried is not echoed.
+        for wrong in ["test-token-0123456788", "test-token-01234567890", "qqq"] {
+            let message = error(
+                &call(&app, with_token(fresh(), wrong)).await,
+                403,
+                "forbidden",
+            );
+            assert!(!message.contains(wrong), "{message}");
+        }
+        assert!(control.calls().is_empty(), "{:?}", control.calls());
+
+        // The token: the command runs. The scheme is case-insensitive.
+        let (status, body) = call(&app, with_token(fresh(), TOKEN)).await;
+        assert_eq!(status, 200, "{expected_call}: {body}");
+        let lower = fresh().insert_header((header::AUTHORIZATION, format!("bearer  {TOKEN}")));
+        assert_eq!(call(&app, lower).await.0, 200, "{expected_call}");
+        assert_eq!(control.calls(), [expected_call, expected_call]);
+        control.calls.lock().unwrap().clear();
+        if expected_call.starts_with("replace_config") {
+            // The posted config had no token: that removed it.
+            control.set_token(Some(TOKEN));
+        }
+    }
+
+    // The check comes before the body is read: a malformed body without
+    // the token is a 401, not a 400.
+    let malformed = TestRequest::post()
+        .uri("/config")
+        .insert_header(header::ContentType::json())
+        .set_payload("{\"exchanges\": ");
+    error(&call(&app, malformed).await, 401, "unauthorized");
+
+    // The token cannot be known: refused, not let through.
+    control.fail_with(Some(ControlError::Unavailable("restarting".into())));
+    let (_, req) = mutating_requests().remove(2);
+    error(
+        &call(&app, with_token(req, TOKEN)).await,
+        503,
+        "unavailable",
+    );
+    let (_, req) = mutating_requests().remove(2);
+    error(&call(&app, req).await, 503, "unavailable");
+}
+
+#[actix_web::test]
+async fn read_only_routes_stay_open_with_a_token() {
+    let Harness { deps, control, .. } = harness();
+    control.set_token(Some(TOKEN));
+    let app = app(deps).await;
+    for path in [
+        "/health",
+        "/status",
+        "/config",
+        "/exchanges",
+        "/exchangeSymbols/simulated",
+        "/ohlcv/simulated/BTCUSDT/1m",
+        "/databaseSymbols",
+    ] {
+        let (status, body) = call(&app, get(path)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    // A wrong method is still a 405, not a 401.
+    error(
+        &call(&app, get("/restart")).await,
+        405,
+        "method_not_allowed",
+    );
+    // A wrong token on a read is ignored, as any header is.
+    let (status, _) = call(&app, with_token(get("/status"), "nope")).await;
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn the_token_is_never_shown_and_a_masked_one_is_kept() {
+    let Harness { deps, control, .. } = harness();
+    let app = app(deps).await;
+
+    // No token: none shown.
+    let (_, config) = call(&app, get("/config")).await;
+    assert!(config.get("api_token").is_none(), "{config}");
+
+    control.set_token(Some(TOKEN));
+    let (status, config) = call(&app, get("/config")).await;
+    assert_eq!(status, 200);
+    assert_eq!(config["api_token"], API_TOKEN_MASK);
+    let (_, exchanges) = call(&app, get("/exchanges")).await;
+    for body in [&config, &exchanges] {
+        assert!(!body.to_string().contains(TOKEN), "{body}");
+    }
+
+    // Posting back what was read keeps the token; the answer masks it.
+    let mut edited = config.clone();
+    edited["port"] = json!(4000);
+    let (status, body) = call(&app, with_token(post("/config", edited), TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["config"]["api_token"], API_TOKEN_MASK);
+    assert!(!body.to_string().contains(TOKEN), "{body}");
+    let running = control.config.lock().unwrap().clone();
+    assert_eq!(running.port, 4000);
+    assert_eq!(
+        running.api_token,
+        Some(ohlcv_domain::config::ApiToken::new(TOKEN).unwrap())
+    );
+
+    // A new value replaces it, at once: the old token stops working.
+    let new_token = "another-token-9876543210";
+    let mut replaced = config.clone();
+    replaced["api_token"] = json!(new_token);
+    let (status, body) = call(&app, with_token(post("/config", replaced), TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.to_string().contains(new_token), "{body}");
+    error(
+        &call(&app, with_token(TestRequest::post().uri("/restart"), TOKEN)).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(
+        call(
+            &app,
+            with_token(TestRequest::post().uri("/restart"), new_token)
+        )
+        .await
+        .0,
+        200
+    );
+
+    // A bad new value is refused naming the key, without quoting it.
+    let mut bad = config.clone();
+    bad["api_token"] = json!("short secret");
+    let message = error(
+        &call(&app, with_token(post("/config", bad), new_token)).await,
+        400,
+        "invalid_config",
+    );
+    assert!(message.starts_with("api_token: "), "{message}");
+    assert!(!message.contains("short secret"), "{message}");
+
+    // A body without the key removes the token: the routes open again.
+    let mut open = config.clone();
+    open.as_object_mut().unwrap().remove("api_token");
+    let (status, body) = call(&app, with_token(post("/config", open), new_token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["config"].get("api_token").is_none(), "{body}");
+    assert_eq!(control.config.lock().unwrap().api_token, None);
+    assert_eq!(call(&app, TestRequest::post().uri("/restart")).await.0, 200);
+
+    // The mask with no token set keeps none.
+    let (status, body) = call(&app, post("/config", config.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(control.config.lock().unwrap().api_token, None);
+}
+
+#[test]
+fn bearer_tokens_are_read_from_the_authorization_header() {
+    let token_of = |value: Option<&str>| {
+        let mut req = TestRequest::get();
+        if let Some(value) = value {
+            req = req.insert_header((header::AUTHORIZATION, value));
+        }
+        bearer_token(req.to_http_request().headers()).map(<[u8]>::to_vec)
+    };
+    assert_eq!(token_of(Some("Bearer abc")), Some(b"abc".to_vec()));
+    assert_eq!(token_of(Some("BEARER   abc")), Some(b"abc".to_vec()));
+    assert_eq!(token_of(Some("Bearer a b")), Some(b"a b".to_vec()));
+    for value in [
+        None,
+        Some("Bearer"),
+        Some("Bearer "),
+        Some("Basic abc"),
+        Some("abc"),
+    ] {
+        assert_eq!(token_of(value), None, "{value:?}");
+    }
+}

@@ -59,12 +59,19 @@ fn start_gateway(h: &Harness) -> (Addr<Gateway>, SocketAddr) {
 }
 
 async fn connect(addr: SocketAddr) -> Frames {
-    let (_, framed) = within(
-        "the websocket handshake",
-        awc::Client::new().ws(format!("ws://{addr}/ws")).connect(),
-    )
-    .await
-    .expect("websocket handshake");
+    connect_with(addr, "/ws", None).await
+}
+
+/// Connects to `path` (which may carry `?token=`), with
+/// `Authorization: Bearer <bearer>` on the upgrade request if given.
+async fn connect_with(addr: SocketAddr, path: &str, bearer: Option<&str>) -> Frames {
+    let mut request = awc::Client::new().ws(format!("ws://{addr}{path}"));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let (_, framed) = within("the websocket handshake", request.connect())
+        .await
+        .expect("websocket handshake");
     Box::pin(framed)
 }
 
@@ -331,4 +338,77 @@ async fn stopping_the_gateway_closes_clients_and_does_not_wait_for_them() {
         std::net::TcpStream::connect(addr).is_err(),
         "the port is released"
     );
+}
+
+#[actix_web::test]
+async fn reload_needs_the_token_once_one_is_set() {
+    const TOKEN: &str = "ws-test-token-0123456789";
+    let h = harness();
+    h.control.set_token(Some(TOKEN));
+    let (gateway, addr) = start_gateway(&h);
+
+    // No token: `reload` is refused, the read-only commands still work.
+    let mut anonymous = connect(addr).await;
+    let refused = command(&mut anonymous, "reload").await;
+    assert_eq!(refused["type"], "command_result");
+    assert_eq!(refused["data"]["command"], "reload");
+    assert_eq!(refused["data"]["ok"], false);
+    assert_eq!(
+        refused["data"]["result"]["code"], "unauthorized",
+        "{refused}"
+    );
+    let message = refused["data"]["result"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Authorization: Bearer") && message.contains("/ws?token="),
+        "{message}"
+    );
+    for name in ["status", "list", "help"] {
+        assert_eq!(
+            command(&mut anonymous, name).await["data"]["ok"],
+            true,
+            "{name}"
+        );
+    }
+
+    // A wrong token, in either form: forbidden.
+    let mut wrong_query = connect_with(addr, "/ws?token=not-the-token-at-all", None).await;
+    let mut wrong_header = connect_with(addr, "/ws", Some("not-the-token-at-all")).await;
+    for client in [&mut wrong_query, &mut wrong_header] {
+        let refused = command(client, "reload").await;
+        assert_eq!(refused["data"]["ok"], false);
+        assert_eq!(refused["data"]["result"]["code"], "forbidden", "{refused}");
+    }
+    // An empty query token is no token.
+    let mut empty = connect_with(addr, "/ws?token=", None).await;
+    let refused = command(&mut empty, "reload").await;
+    assert_eq!(
+        refused["data"]["result"]["code"], "unauthorized",
+        "{refused}"
+    );
+    assert!(!h.control.calls().contains(&"restart".to_owned()));
+
+    // The token, in either form: `reload` runs. Other parameters are
+    // ignored; the header wins over the query.
+    let mut by_query = connect_with(addr, &format!("/ws?v=2&token={TOKEN}"), None).await;
+    let mut by_header = connect_with(addr, "/ws?token=wrong", Some(TOKEN)).await;
+    for client in [&mut by_query, &mut by_header] {
+        let reload = command(client, "reload").await;
+        assert_eq!(reload["data"]["ok"], true, "{reload}");
+        assert_eq!(reload["data"]["result"]["restarted"], true);
+    }
+    let restarts = |h: &Harness| h.control.calls().iter().filter(|c| *c == "restart").count();
+    assert_eq!(restarts(&h), 2);
+
+    // Sessions follow the running token: a new one locks out the old...
+    h.control.set_token(Some("rotated-token-0123456789"));
+    let refused = command(&mut by_header, "reload").await;
+    assert_eq!(refused["data"]["result"]["code"], "forbidden", "{refused}");
+    // ...and without one, anyone may reload.
+    h.control.set_token(None);
+    assert_eq!(command(&mut anonymous, "reload").await["data"]["ok"], true);
+    assert_eq!(restarts(&h), 3);
+
+    within("the gateway to stop", gateway.send(StopGateway))
+        .await
+        .unwrap();
 }
