@@ -19,6 +19,54 @@ fn simulated_candles(collector: &Collector, symbol: &str) -> Vec<ohlcv_domain::C
         .collect()
 }
 
+/// The simulated 1m candles of `symbol` in the database file, read with the
+/// seed's own query on the `ohlcv` view.
+fn stored_candles(database: &std::path::Path, symbol: &str) -> Vec<ohlcv_domain::Candle> {
+    let key = key(symbol, Interval::M1);
+    let connection = rusqlite::Connection::open(database).unwrap();
+    let mut query = connection
+        .prepare(
+            "SELECT * FROM ohlcv WHERE exchange=? AND symbol=? AND interval=? ORDER BY timestamp",
+        )
+        .unwrap();
+    let rows = query
+        .query_map(rusqlite::params!["simulated", symbol, "1m"], |row| {
+            assert_eq!(row.get::<_, String>("exchange")?, "simulated");
+            assert_eq!(row.get::<_, String>("symbol")?, symbol);
+            assert_eq!(row.get::<_, String>("interval")?, "1m");
+            Ok(json!({
+                "timestamp": row.get::<_, i64>("timestamp")?,
+                "open": row.get::<_, f64>("open")?,
+                "high": row.get::<_, f64>("high")?,
+                "low": row.get::<_, f64>("low")?,
+                "close": row.get::<_, f64>("close")?,
+                "volume": row.get::<_, f64>("volume")?,
+                "closed": row.get::<_, i64>("closed")? == 1,
+            }))
+        })
+        .unwrap();
+    rows.map(|row| from_row(&key, &row.unwrap())).collect()
+}
+
+/// Waits until the simulated datasource has been restarted and delivers
+/// again; answers its status.
+fn restarted_datasource(collector: &Collector) -> Value {
+    wait_for("the supervisor to restart the datasource", PATIENCE, || {
+        let child = collector.child_status("simulated")?;
+        (child["restarts"].as_u64()? >= 1
+            && child["state"] == "running"
+            && metric(&child, "updates") > 0)
+            .then_some(child)
+    })
+}
+
+/// Both configured series on `/ohlcv` are the simulator's, without a gap.
+fn assert_both_series_exact(collector: &Collector) {
+    for symbol in ["BTCUSDT", "ETHUSDT"] {
+        assert_exact_and_contiguous(SEED, &simulated_candles(collector, symbol));
+    }
+}
+
 fn metric(child: &Value, name: &str) -> u64 {
     child["metrics"][name].as_u64().unwrap_or(0)
 }
@@ -110,41 +158,22 @@ fn sigterm_saves_every_candle_with_its_last_values() {
         }
         (seen >= 40 && last_seen.len() == 2).then_some(())
     });
-    let database = collector.database_path();
-    assert!(
-        !database.exists() || std::fs::metadata(&database).unwrap().len() < 64 * 1024,
-        "nothing should have been written in batches yet"
+    let storage = wait_for("the storage queue to hold the history", PATIENCE, || {
+        let storage = collector.child_status("storage")?;
+        (metric(&storage, "queued") >= 240).then_some(storage)
+    });
+    assert_eq!(
+        metric(&storage, "flushes"),
+        0,
+        "nothing is written before the stop: {storage}"
     );
 
     let (exit, stderr, dir) = collector.terminate();
     assert!(exit.success(), "exit {exit:?}; stderr:\n{stderr}");
     assert!(stderr.contains("every queued candle saved"), "{stderr}");
 
-    let connection = rusqlite::Connection::open(dir.path().join("data/ohlcv.db")).unwrap();
-    let mut query = connection
-        .prepare(
-            "SELECT * FROM ohlcv WHERE exchange=? AND symbol=? AND interval=? ORDER BY timestamp",
-        )
-        .unwrap();
     for symbol in ["BTCUSDT", "ETHUSDT"] {
-        let key = key(symbol, Interval::M1);
-        let rows: Vec<Value> = query
-            .query_map(rusqlite::params!["simulated", symbol, "1m"], |row| {
-                assert_eq!(row.get::<_, String>("exchange")?, "simulated");
-                Ok(json!({
-                    "timestamp": row.get::<_, i64>("timestamp")?,
-                    "open": row.get::<_, f64>("open")?,
-                    "high": row.get::<_, f64>("high")?,
-                    "low": row.get::<_, f64>("low")?,
-                    "close": row.get::<_, f64>("close")?,
-                    "volume": row.get::<_, f64>("volume")?,
-                    "closed": row.get::<_, i64>("closed")? == 1,
-                }))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let candles: Vec<_> = rows.iter().map(|r| from_row(&key, r)).collect();
+        let candles = stored_candles(&dir.path().join("data/ohlcv.db"), symbol);
         assert!(candles.len() >= 120, "{symbol}: {} candles", candles.len());
         assert_exact_and_contiguous(SEED, &candles);
         let newest = candles.last().unwrap();
@@ -160,21 +189,13 @@ fn a_panicking_datasource_is_restarted_and_the_series_has_no_gap() {
     let collector = Collector::start(&simulated_config(|c| {
         c["exchanges"]["simulated"]["simulation"]["faults"] = json!({"panic_after_updates": 30});
     }));
-    let child = wait_for("the supervisor to restart the datasource", PATIENCE, || {
-        let child = collector.child_status("simulated")?;
-        (child["restarts"].as_u64()? >= 1
-            && child["state"] == "running"
-            && metric(&child, "updates") > 0)
-            .then_some(child)
-    });
+    let child = restarted_datasource(&collector);
     let error = child["last_error"].as_str().unwrap();
     assert!(
         error.contains("panicked") && error.contains("simulated fault"),
         "{child}"
     );
-    for symbol in ["BTCUSDT", "ETHUSDT"] {
-        assert_exact_and_contiguous(SEED, &simulated_candles(&collector, symbol));
-    }
+    assert_both_series_exact(&collector);
 }
 
 #[test]
@@ -183,13 +204,7 @@ fn a_stalled_datasource_is_restarted_after_three_missed_heartbeats() {
         c["exchanges"]["simulated"]["simulation"]["faults"] =
             json!({"block_after_updates": 20, "block_ms": 30_000});
     }));
-    let child = wait_for("the stalled datasource to be replaced", PATIENCE, || {
-        let child = collector.child_status("simulated")?;
-        (child["restarts"].as_u64()? >= 1
-            && child["state"] == "running"
-            && metric(&child, "updates") > 0)
-            .then_some(child)
-    });
+    let child = restarted_datasource(&collector);
     assert!(
         child["last_error"]
             .as_str()
@@ -197,9 +212,7 @@ fn a_stalled_datasource_is_restarted_after_three_missed_heartbeats() {
             .contains("missed 3 heartbeats"),
         "{child}"
     );
-    for symbol in ["BTCUSDT", "ETHUSDT"] {
-        assert_exact_and_contiguous(SEED, &simulated_candles(&collector, symbol));
-    }
+    assert_both_series_exact(&collector);
 }
 
 #[test]
@@ -222,9 +235,7 @@ fn dropped_and_silent_streams_reconnect() {
         "{}",
         collector.stderr()
     );
-    for symbol in ["BTCUSDT", "ETHUSDT"] {
-        assert_exact_and_contiguous(SEED, &simulated_candles(&collector, symbol));
-    }
+    assert_both_series_exact(&collector);
 }
 
 #[test]
@@ -655,9 +666,7 @@ fn a_locked_database_keeps_the_queue_and_loses_nothing() {
         "{storage}"
     );
     // Reads still see every candle, queued ones included.
-    for symbol in ["BTCUSDT", "ETHUSDT"] {
-        assert_exact_and_contiguous(SEED, &simulated_candles(&collector, symbol));
-    }
+    assert_both_series_exact(&collector);
     locker.execute_batch("ROLLBACK").unwrap();
     drop(locker);
     wait_for("writes to recover", PATIENCE, || {
@@ -666,21 +675,8 @@ fn a_locked_database_keeps_the_queue_and_loses_nothing() {
     });
     let (exit, stderr, dir) = collector.terminate();
     assert!(exit.success(), "{stderr}");
-    let connection = rusqlite::Connection::open(dir.path().join("data/ohlcv.db")).unwrap();
     for symbol in ["BTCUSDT", "ETHUSDT"] {
-        let key = key(symbol, Interval::M1);
-        let mut query = connection
-            .prepare("SELECT timestamp, open, high, low, close, volume, closed FROM ohlcv WHERE exchange='simulated' AND symbol=?1 AND interval='1m' ORDER BY timestamp")
-            .unwrap();
-        let candles: Vec<_> = query
-            .query_map([symbol], |row| {
-                Ok(json!({"timestamp": row.get::<_, i64>(0)?, "open": row.get::<_, f64>(1)?,
-                    "high": row.get::<_, f64>(2)?, "low": row.get::<_, f64>(3)?, "close": row.get::<_, f64>(4)?,
-                    "volume": row.get::<_, f64>(5)?, "closed": row.get::<_, i64>(6)? == 1}))
-            })
-            .unwrap()
-            .map(|row| from_row(&key, &row.unwrap()))
-            .collect();
+        let candles = stored_candles(&dir.path().join("data/ohlcv.db"), symbol);
         assert!(candles.len() >= 120);
         assert_exact_and_contiguous(SEED, &candles);
     }
