@@ -709,7 +709,11 @@ fn max_records_is_enforced_per_series() {
     });
     let candles = simulated_candles(&collector, "BTCUSDT");
     // 50 stored, plus a candle that opened since the last write, if any.
-    assert!((50..=51).contains(&candles.len()), "{} candles", candles.len());
+    assert!(
+        (50..=51).contains(&candles.len()),
+        "{} candles",
+        candles.len()
+    );
     assert_exact_and_contiguous(SEED, &candles);
 }
 
