@@ -238,6 +238,7 @@ async fn serve(
     let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut lag = LagNotices::default();
     let mut commands: FuturesOrdered<LocalBoxFuture<'static, ServerMessage>> =
         FuturesOrdered::new();
 
@@ -281,17 +282,17 @@ async fn serve(
                 send(&mut session, &reply).await?;
             }
             frame = frames.recv() => match frame {
-                Ok(text) => timed(session.text(&*text)).await?,
+                Ok(text) => {
+                    timed(session.text(&*text)).await?;
+                    if let Some(warning) = lag.notice_due() {
+                        send(&mut session, &warning).await?;
+                    }
+                }
                 Err(RecvError::Lagged(missed)) => {
-                    let warning = ServerMessage::Log(LogMessage {
-                        message: format!(
-                            "{missed} messages were dropped because this client was too slow; \
-                             re-read /ohlcv to fill the gap"
-                        ),
-                        kind: "warn".into(),
-                        timestamp: rfc3339_ms(ohlcv_domain::time::now_ms()),
-                    });
-                    send(&mut session, &warning).await?;
+                    lag.dropped += missed;
+                    if let Some(warning) = lag.notice_due() {
+                        send(&mut session, &warning).await?;
+                    }
                 }
                 Err(RecvError::Closed) => return Err(End::BroadcasterGone),
             },
@@ -302,6 +303,43 @@ async fn serve(
                 timed(session.ping(b"")).await?;
             }
         }
+    }
+}
+
+/// Most one lag notice per this interval per client: a client far behind
+/// lags on nearly every frame, and a notice per lag would add to the very
+/// flood it reports.
+pub const LAG_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Messages a slow client lost, told to it at most once per
+/// [`LAG_NOTICE_INTERVAL`] with the total since the last notice.
+#[derive(Default)]
+struct LagNotices {
+    dropped: u64,
+    last_notice: Option<Instant>,
+}
+
+impl LagNotices {
+    /// The notice to send now, if messages were dropped and the last notice
+    /// is old enough.
+    fn notice_due(&mut self) -> Option<ServerMessage> {
+        let due = self.dropped > 0
+            && self
+                .last_notice
+                .is_none_or(|at| at.elapsed() >= LAG_NOTICE_INTERVAL);
+        if !due {
+            return None;
+        }
+        let dropped = std::mem::take(&mut self.dropped);
+        self.last_notice = Some(Instant::now());
+        Some(ServerMessage::Log(LogMessage {
+            message: format!(
+                "{dropped} messages were dropped because this client was too slow; \
+                 re-read /ohlcv to fill the gap"
+            ),
+            kind: "warn".into(),
+            timestamp: rfc3339_ms(ohlcv_domain::time::now_ms()),
+        }))
     }
 }
 

@@ -412,3 +412,34 @@ async fn reload_needs_the_token_once_one_is_set() {
         .await
         .unwrap();
 }
+
+#[test]
+fn lag_notices_are_coalesced_to_one_per_interval() {
+    let mut lag = super::LagNotices::default();
+    assert!(
+        lag.notice_due().is_none(),
+        "nothing dropped, nothing to say"
+    );
+    lag.dropped += 5;
+    let first =
+        serde_json::to_value(lag.notice_due().expect("the first notice is immediate")).unwrap();
+    assert!(first["data"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("5 messages were dropped"));
+    lag.dropped += 3;
+    lag.dropped += 4;
+    assert!(
+        lag.notice_due().is_none(),
+        "a second notice within the interval waits"
+    );
+    lag.last_notice = Some(tokio::time::Instant::now() - super::LAG_NOTICE_INTERVAL);
+    let second = serde_json::to_value(lag.notice_due().expect("due again")).unwrap();
+    assert!(
+        second["data"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("7 messages were dropped"),
+        "the total since the last notice: {second}"
+    );
+}

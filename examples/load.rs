@@ -1,0 +1,1073 @@
+//! Load harness: runs the release `ohlcv-collector` binary against a flood
+//! from the simulated exchange and prints what it costs.
+//!
+//! It starts the real binary on a temp config (simulated exchange, `N`
+//! symbols × the chosen intervals at `--rate` updates per second per series,
+//! a temp SQLite file, `"port": 0`), connects `--clients` WebSocket clients
+//! that read and count every message, and optionally one client that never
+//! reads. Once the datasource reports `streaming`, it measures for
+//! `--seconds`:
+//!
+//! - live updates per second (the `updates` counter of child `simulated` in
+//!   `GET /status`, between two heartbeats);
+//! - candle messages per second received by each client, and the messages
+//!   the server says it dropped for them;
+//! - process CPU (utime + stime from `/proc/<pid>/stat`, as % of one core),
+//!   and RSS (`VmRSS`, sampled every 500 ms: at the start, peak, final);
+//! - storage batch writes (`flushes`, `last_flush_ms`, the queue left);
+//! - `GET /ohlcv/simulated/BTCUSDT/<interval>?limit=1000` latency
+//!   (p50/p99/max) from a thread asking in a loop;
+//!
+//! then sends SIGTERM and times the shutdown and its exit code. The report
+//! notes the machine (cores, CPU model, load average), because the figures
+//! mean little without it, and gives the ratio *updates handled per
+//! CPU-second*, which compares across machines better than raw rates. The
+//! harness runs on the same machine as the collector: its own CPU use is
+//! printed too.
+//!
+//! Everything is loopback and bounded in time: every wait has a deadline,
+//! and the collector is killed if the harness fails midway.
+//!
+//! ```sh
+//! cargo build --release
+//! cargo run --release --example load                      # 10 symbols, 1m+5m, 1000/s per series
+//! cargo run --release --example load -- --rate 5000 --stuck-client
+//! cargo run --release --example load -- --help
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use clap::Parser;
+use serde_json::{json, Value};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// Valid USDT perpetual symbols, in the order `--symbols` takes them. The
+/// first twenty are the ones the simulated exchange lists with their own
+/// prices; the others get prices derived from their name.
+const SYMBOLS: [&str; 30] = [
+    "BTCUSDT",
+    "ETHUSDT",
+    "SOLUSDT",
+    "XRPUSDT",
+    "BNBUSDT",
+    "DOGEUSDT",
+    "ADAUSDT",
+    "AVAXUSDT",
+    "LINKUSDT",
+    "DOTUSDT",
+    "LTCUSDT",
+    "TRXUSDT",
+    "BCHUSDT",
+    "NEARUSDT",
+    "ATOMUSDT",
+    "UNIUSDT",
+    "APTUSDT",
+    "ARBUSDT",
+    "OPUSDT",
+    "SUIUSDT",
+    "FILUSDT",
+    "ETCUSDT",
+    "INJUSDT",
+    "TIAUSDT",
+    "SEIUSDT",
+    "WLDUSDT",
+    "AAVEUSDT",
+    "1000PEPEUSDT",
+    "1000SHIBUSDT",
+    "HBARUSDT",
+];
+
+/// How often RSS (and the clock for the run) is sampled.
+const SAMPLE_PERIOD: Duration = Duration::from_millis(500);
+
+/// Read timeout of the WebSocket clients: how late they notice the stop
+/// flag when no message arrives.
+const CLIENT_READ_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Timeout of one HTTP request from the harness. Generous: under a flood on
+/// a shared machine a request may be slow, and a slow answer is a figure,
+/// not a failure.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Linux reports process times in clock ticks of `USER_HZ`, which is 100
+/// on every architecture Linux exposes to user space through `/proc`.
+const USER_HZ: f64 = 100.0;
+
+/// Longest measured run, so a typo cannot keep the harness busy for days.
+const MAX_SECONDS: u64 = 3600;
+
+/// Load harness for ohlcv-collector: floods it from the simulated exchange
+/// and prints updates/s, client throughput, CPU, RSS, flushes, `/ohlcv`
+/// latency and shutdown time.
+#[derive(Parser, Debug)]
+#[command(name = "load")]
+struct Options {
+    /// The collector binary [default: `ohlcv-collector` next to the
+    /// `examples/` directory of this harness, i.e. `target/release/`].
+    #[arg(long)]
+    binary: Option<PathBuf>,
+
+    /// Symbols collected, the first N of a fixed list (BTCUSDT, ETHUSDT,
+    /// SOLUSDT, …; at most 30).
+    #[arg(long, default_value_t = 10)]
+    symbols: usize,
+
+    /// Intervals collected, comma-separated. The first one is the interval
+    /// `/ohlcv` is asked for.
+    #[arg(long, value_delimiter = ',', default_value = "1m,5m")]
+    intervals: Vec<String>,
+
+    /// Live updates per second per series (symbol × interval) from the
+    /// simulated exchange.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+
+    /// `batch_interval` of the collector: ms between batch writes.
+    #[arg(long, default_value_t = 1000)]
+    batch_interval: u64,
+
+    /// `bootstrap_load` of the collector: candles of history loaded per
+    /// series at start.
+    #[arg(long, default_value_t = 1000)]
+    bootstrap_load: u64,
+
+    /// WebSocket clients that read and count every message.
+    #[arg(long, default_value_t = 2)]
+    clients: usize,
+
+    /// Also connect one WebSocket client that never reads.
+    #[arg(long)]
+    stuck_client: bool,
+
+    /// Length of the measured run, in seconds.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+
+    /// Pause between two `/ohlcv` requests, in ms; 0 asks back to back.
+    /// The requests cost the collector CPU too, which the ratio of updates
+    /// per CPU-second includes.
+    #[arg(long, default_value_t = 0)]
+    ohlcv_pause_ms: u64,
+
+    /// Longest wait for the collector to listen and then stream, in seconds.
+    #[arg(long, default_value_t = 120)]
+    startup_timeout: u64,
+
+    /// Longest wait for the exit after SIGTERM, in seconds; then it is
+    /// killed and the run reported as failed.
+    #[arg(long, default_value_t = 60)]
+    shutdown_timeout: u64,
+
+    /// `RUST_LOG` for the collector.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    match run(Options::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Printed here rather than returned: a returned anyhow error
+            // prints a backtrace when RUST_BACKTRACE is set, which hides
+            // the one line that matters.
+            eprintln!("load: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: Options) -> anyhow::Result<()> {
+    ensure!(
+        (1..=SYMBOLS.len()).contains(&options.symbols),
+        "--symbols must be 1 to {}",
+        SYMBOLS.len()
+    );
+    ensure!(!options.intervals.is_empty(), "--intervals is empty");
+    ensure!(
+        (1..=MAX_SECONDS).contains(&options.seconds),
+        "--seconds must be 1 to {MAX_SECONDS}"
+    );
+    let binary = match &options.binary {
+        Some(path) => path.clone(),
+        None => default_binary()?,
+    };
+    ensure!(
+        binary.is_file(),
+        "collector binary {} not found; run `cargo build --release` first (or pass --binary)",
+        binary.display()
+    );
+
+    let machine = Machine::observe();
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let config = config(&options);
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )
+    .context("writing the config")?;
+
+    eprintln!(
+        "load: starting {} ({} symbols × {:?} at {}/s per series)",
+        binary.display(),
+        options.symbols,
+        options.intervals,
+        options.rate
+    );
+    let mut collector = Collector::start(&binary, dir.path(), &options)?;
+    let result = measure(&options, &mut collector);
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("load: the run failed; last collector log lines:");
+            for line in collector.stderr.tail() {
+                eprintln!("  {line}");
+            }
+            return Err(error);
+        }
+    };
+    report.print(&options, &machine);
+    if !report.exit_ok() {
+        eprintln!("load: last collector log lines:");
+        for line in collector.stderr.tail() {
+            eprintln!("  {line}");
+        }
+        bail!("the collector did not shut down cleanly");
+    }
+    Ok(())
+}
+
+/// `ohlcv-collector` in the directory above this example's own executable
+/// (`target/release/examples/load` → `target/release/ohlcv-collector`).
+fn default_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("locating this executable")?;
+    let release = me
+        .parent()
+        .and_then(Path::parent)
+        .context("this executable has no grandparent directory; pass --binary")?;
+    Ok(release.join(format!("ohlcv-collector{}", std::env::consts::EXE_SUFFIX)))
+}
+
+/// The collector's config for `options`.
+fn config(options: &Options) -> Value {
+    json!({
+        "exchanges": {
+            "simulated": {
+                "enabled": true,
+                "symbols": &SYMBOLS[..options.symbols],
+                "simulation": { "seed": 42, "updates_per_second": options.rate }
+            }
+        },
+        "intervals": options.intervals,
+        "database_path": "./data/ohlcv.db",
+        "batch_interval": options.batch_interval,
+        "max_records": 100000,
+        "bootstrap_load": options.bootstrap_load,
+        "port": 0
+    })
+}
+
+/// The host, noted with every figure.
+struct Machine {
+    cores: usize,
+    model: String,
+    load_before: String,
+}
+
+impl Machine {
+    fn observe() -> Machine {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|line| line.starts_with("model name"))
+                    .and_then(|line| line.split_once(':'))
+                    .map(|(_, model)| model.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        Machine {
+            cores,
+            model,
+            load_before: load_average(),
+        }
+    }
+}
+
+/// The 1/5/15-minute load averages, or `?`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+// ---------------------------------------------------------------------------
+// The collector process
+
+/// The running collector; killed on drop unless it already exited.
+struct Collector {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<LogTail>,
+    agent: ureq::Agent,
+}
+
+impl Collector {
+    /// Starts `binary` on the `config.json` in `dir` and waits for its
+    /// `listening on http://ADDR` line.
+    fn start(binary: &Path, dir: &Path, options: &Options) -> anyhow::Result<Collector> {
+        let mut child = Command::new(binary)
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(dir.join("config.json"))
+            .env("RUST_LOG", &options.log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stderr = Arc::new(LogTail::default());
+        let err = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let sink = stderr.clone();
+        std::thread::spawn(move || sink.drain(err));
+        let (tx, rx) = mpsc::channel();
+        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        // Keeps reading after the address so the pipe never fills.
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while out.read_line(&mut line).unwrap_or(0) > 0 {
+                if let Some(addr) = line.trim().strip_prefix("listening on http://") {
+                    let _ = tx.send(addr.parse::<SocketAddr>());
+                }
+                line.clear();
+            }
+        });
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(HTTP_TIMEOUT))
+            .build()
+            .into();
+        let mut collector = Collector {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr,
+            agent,
+        };
+        let deadline = Instant::now() + Duration::from_secs(options.startup_timeout);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(addr) => {
+                    collector.addr = addr.context("unreadable address on stdout")?;
+                    return Ok(collector);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    if let Some(status) = collector.child.try_wait()? {
+                        bail!("the collector exited at start ({status})");
+                    }
+                }
+                Err(_) => bail!("the collector did not print its address"),
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// GET `path` as JSON.
+    fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let mut response = self
+            .agent
+            .get(format!("http://{}{path}", self.addr))
+            .call()
+            .with_context(|| format!("GET {path}"))?;
+        ensure!(
+            response.status() == 200,
+            "GET {path}: status {}",
+            response.status()
+        );
+        Ok(response.body_mut().read_json()?)
+    }
+
+    /// A snapshot of `/status`, with the children that matter here.
+    fn status(&self) -> anyhow::Result<Status> {
+        let status = self.get_json("/status")?;
+        let child = |name: &str| {
+            status["children"]
+                .as_array()
+                .and_then(|children| children.iter().find(|c| c["name"] == name))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        Ok(Status {
+            simulated: child("simulated"),
+            storage: child("storage"),
+            gateway: child("gateway"),
+        })
+    }
+
+    /// Sends SIGTERM and waits for the exit, killing the process after
+    /// `timeout`. Gives the exit status (if it exited by itself) and how
+    /// long it took.
+    fn terminate(&mut self, timeout: Duration) -> anyhow::Result<(Option<ExitStatus>, Duration)> {
+        let started = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .context("running kill")?;
+        ensure!(sent.success(), "kill -TERM failed");
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok((Some(status), started.elapsed()));
+            }
+            if started.elapsed() > timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Ok((None, started.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The collector's stderr (JSON log lines): the last lines, and the count
+/// of warnings and errors.
+#[derive(Default)]
+struct LogTail {
+    lines: Mutex<VecDeque<String>>,
+    warnings: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl LogTail {
+    /// Lines kept for a failure report.
+    const KEEP: usize = 30;
+
+    fn drain(&self, mut input: impl BufRead) {
+        let mut line = String::new();
+        while input.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.contains(r#""level":"WARN""#) {
+                self.warnings.fetch_add(1, Ordering::Relaxed);
+            } else if line.contains(r#""level":"ERROR""#) {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut lines = self.lines.lock().unwrap();
+            if lines.len() == Self::KEEP {
+                lines.pop_front();
+            }
+            lines.push_back(line.trim_end().to_string());
+            line.clear();
+        }
+    }
+
+    fn tail(&self) -> Vec<String> {
+        self.lines.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+/// The `/status` entries the harness reads.
+struct Status {
+    simulated: Value,
+    storage: Value,
+    gateway: Value,
+}
+
+/// `child["metrics"][name]` as a number (0 when absent).
+fn metric(child: &Value, name: &str) -> f64 {
+    child["metrics"][name].as_f64().unwrap_or(0.0)
+}
+
+/// Per-second rate of counter `name` of a child between two `/status`
+/// snapshots, over the time between their heartbeats (the counters are
+/// those of the last heartbeat, every 3 s); `None` without a new heartbeat.
+fn rate(first: &Value, last: &Value, name: &str) -> Option<f64> {
+    let (a, b) = (
+        first["last_heartbeat"].as_i64()?,
+        last["last_heartbeat"].as_i64()?,
+    );
+    (b > a).then(|| (metric(last, name) - metric(first, name)) / ((b - a) as f64 / 1000.0))
+}
+
+// ---------------------------------------------------------------------------
+// /proc
+
+/// CPU time (user + system) of process `pid` so far.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    cpu_time_of(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// CPU time (user + system) from a `/proc/…/stat` file.
+fn cpu_time_of(path: &Path) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) may hold spaces; fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime and stime are fields 14, 15.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) / USER_HZ))
+}
+
+/// CPU time of each thread of process `pid`, by thread id, with its name
+/// (the kernel keeps the first 15 bytes).
+fn thread_cpu_times(pid: u32) -> BTreeMap<u32, (String, Duration)> {
+    let mut threads = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if let Some(cpu) = cpu_time_of(&task.path().join("stat")) {
+            threads.insert(tid, (name.trim().to_string(), cpu));
+        }
+    }
+    threads
+}
+
+/// CPU time used in the window, by thread name (threads of one name are
+/// summed; the count is the number of such threads), largest first.
+fn cpu_by_thread_name(
+    before: &BTreeMap<u32, (String, Duration)>,
+    after: &BTreeMap<u32, (String, Duration)>,
+) -> Vec<(String, usize, Duration)> {
+    let mut by_name: BTreeMap<&str, (usize, Duration)> = BTreeMap::new();
+    for (tid, (name, cpu)) in after {
+        let start = before.get(tid).map_or(Duration::ZERO, |(_, cpu)| *cpu);
+        let entry = by_name.entry(name).or_default();
+        entry.0 += 1;
+        entry.1 += cpu.saturating_sub(start);
+    }
+    let mut list: Vec<_> = by_name
+        .into_iter()
+        .map(|(name, (count, cpu))| (name.to_string(), count, cpu))
+        .collect();
+    list.sort_by_key(|entry| std::cmp::Reverse(entry.2));
+    list
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket clients
+
+/// What one reading client saw.
+#[derive(Default)]
+struct ClientCounts {
+    candles: AtomicU64,
+    /// Messages the server said it dropped because the client lagged.
+    dropped: AtomicU64,
+    by_type: Mutex<BTreeMap<String, u64>>,
+    /// Why the connection ended, and whether that was after SIGTERM.
+    ended: Mutex<Option<(String, bool)>>,
+}
+
+/// A client that reads every message in its own thread until `stop`.
+struct Reader {
+    counts: Arc<ClientCounts>,
+    thread: JoinHandle<()>,
+}
+
+/// Opens a WebSocket on `/ws` of `addr`.
+fn connect(addr: SocketAddr) -> anyhow::Result<WebSocket<MaybeTlsStream<TcpStream>>> {
+    let stream = TcpStream::connect(addr).context("connecting the WebSocket")?;
+    stream.set_read_timeout(Some(CLIENT_READ_TIMEOUT))?;
+    let (socket, _) = tungstenite::client(format!("ws://{addr}/ws"), MaybeTlsStream::Plain(stream))
+        .context("WebSocket handshake")?;
+    Ok(socket)
+}
+
+impl Reader {
+    /// `stop` ends the thread; `terminating` tells it a closed connection
+    /// is expected.
+    fn start(
+        addr: SocketAddr,
+        stop: Arc<AtomicBool>,
+        terminating: Arc<AtomicBool>,
+    ) -> anyhow::Result<Reader> {
+        let mut socket = connect(addr)?;
+        let counts = Arc::new(ClientCounts::default());
+        let seen = counts.clone();
+        let thread = std::thread::spawn(move || {
+            // Counted locally and merged at the end: a map behind a lock per
+            // message would cost the harness CPU the collector needs.
+            let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+            while !stop.load(Ordering::Relaxed) {
+                match socket.read() {
+                    Ok(Message::Text(text)) => {
+                        let kind = message_type(text.as_str());
+                        if kind == "candle" {
+                            seen.candles.fetch_add(1, Ordering::Relaxed);
+                        } else if kind == "log" {
+                            if let Some(missed) = dropped_count(text.as_str()) {
+                                seen.dropped.fetch_add(missed, Ordering::Relaxed);
+                            }
+                        }
+                        match by_type.get_mut(kind) {
+                            Some(n) => *n += 1,
+                            None => {
+                                by_type.insert(kind.to_string(), 1);
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => {
+                        *seen.ended.lock().unwrap() =
+                            Some((e.to_string(), terminating.load(Ordering::Relaxed)));
+                        break;
+                    }
+                }
+            }
+            *seen.by_type.lock().unwrap() = by_type;
+        });
+        Ok(Reader { counts, thread })
+    }
+}
+
+/// The `type` of a server message. Messages are `{"type":"…","data":…}`
+/// and the prefix is read directly: parsing 20,000 messages a second per
+/// client would take CPU the collector shares on a small machine.
+fn message_type(text: &str) -> &str {
+    text.strip_prefix(r#"{"type":""#)
+        .and_then(|rest| rest.find('"').map(|end| &rest[..end]))
+        .unwrap_or("unrecognised")
+}
+
+/// From a `log` message saying the client was too slow, how many messages
+/// were dropped.
+fn dropped_count(text: &str) -> Option<u64> {
+    if !text.contains("dropped because this client was too slow") {
+        return None;
+    }
+    let value: Value = serde_json::from_str(text).ok()?;
+    value["data"]["message"]
+        .as_str()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------------------
+// /ohlcv latency
+
+/// Latencies of `GET /ohlcv` requests made in a loop until `stop`.
+struct Latencies {
+    samples: Vec<Duration>,
+    failures: u64,
+    candles_last: usize,
+}
+
+fn ask_ohlcv_in_a_loop(
+    agent: ureq::Agent,
+    url: String,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<Latencies> {
+    std::thread::spawn(move || {
+        let mut out = Latencies {
+            samples: Vec::new(),
+            failures: 0,
+            candles_last: 0,
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let answer = agent.get(&url).call().and_then(|mut response| {
+                let ok = response.status() == 200;
+                let body = response.body_mut().read_to_string()?;
+                Ok((ok, body))
+            });
+            let took = started.elapsed();
+            match answer {
+                Ok((true, body)) => {
+                    out.samples.push(took);
+                    // Counting rows by their timestamps is enough to check
+                    // the answer is a full one, without parsing it here.
+                    out.candles_last = body.matches(r#""timestamp""#).count();
+                }
+                _ => out.failures += 1,
+            }
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+        }
+        out
+    })
+}
+
+/// Nearest-rank percentile of sorted `samples`.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+// ---------------------------------------------------------------------------
+// The run
+
+/// Everything measured.
+struct Report {
+    window: Duration,
+    updates_per_s: Option<f64>,
+    expected_updates_per_s: f64,
+    storage_pending_end: f64,
+    cpu_percent: f64,
+    harness_cpu_percent: Option<f64>,
+    /// CPU in the window by thread name: name, threads, time.
+    threads: Vec<(String, usize, Duration)>,
+    rss_start: u64,
+    rss_peak: u64,
+    rss_end: u64,
+    rss_first_half_peak: u64,
+    rss_second_half_peak: u64,
+    clients: Vec<ClientFigures>,
+    published_per_s: Option<f64>,
+    gateway_clients: f64,
+    flushes: f64,
+    flushes_in_window: f64,
+    last_flush_ms: f64,
+    rows_written_per_s: Option<f64>,
+    storage_queued: f64,
+    failed_flushes: f64,
+    db_size_bytes: f64,
+    ohlcv: Latencies,
+    shutdown: Duration,
+    exit: Option<ExitStatus>,
+    log_warnings: u64,
+    log_errors: u64,
+    load_after: String,
+}
+
+struct ClientFigures {
+    candles_per_s: f64,
+    dropped: u64,
+    by_type: BTreeMap<String, u64>,
+    ended: Option<(String, bool)>,
+}
+
+impl Report {
+    fn exit_ok(&self) -> bool {
+        self.exit.is_some_and(|status| status.success())
+    }
+
+    fn print(&self, options: &Options, machine: &Machine) {
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!();
+        println!(
+            "machine   {} cores ({}), load avg before {} / after {}",
+            machine.cores, machine.model, machine.load_before, self.load_after
+        );
+        println!(
+            "run       {} symbols × {:?} × {}/s, batch {} ms, {} clients{}, {:.1} s measured",
+            options.symbols,
+            options.intervals,
+            options.rate,
+            options.batch_interval,
+            options.clients,
+            if options.stuck_client {
+                " + 1 stuck"
+            } else {
+                ""
+            },
+            self.window.as_secs_f64()
+        );
+        match self.updates_per_s {
+            Some(rate) => println!(
+                "updates   {:.0}/s handled ({:.0}% of the {:.0}/s configured), \
+                 {:.0} waiting for storage at the end",
+                rate,
+                100.0 * rate / self.expected_updates_per_s,
+                self.expected_updates_per_s,
+                self.storage_pending_end
+            ),
+            None => println!("updates   n/a (no new heartbeat in the window)"),
+        }
+        let harness = self
+            .harness_cpu_percent
+            .map_or_else(|| "?".into(), |p| format!("{p:.0}%"));
+        println!(
+            "cpu       collector {:.0}% of one core; harness {harness}",
+            self.cpu_percent
+        );
+        let threads: Vec<String> = self
+            .threads
+            .iter()
+            .filter(|(_, _, cpu)| !cpu.is_zero())
+            .map(|(name, count, cpu)| {
+                let share = 100.0 * cpu.as_secs_f64() / self.window.as_secs_f64();
+                match count {
+                    1 => format!("{name} {share:.0}%"),
+                    n => format!("{name} (×{n}) {share:.0}%"),
+                }
+            })
+            .collect();
+        println!("threads   {}", threads.join(", "));
+        if let Some(rate) = self.updates_per_s {
+            if self.cpu_percent > 0.0 {
+                // The CPU includes serving the /ohlcv loop, which at
+                // back-to-back requests can cost more than the updates.
+                println!(
+                    "ratio     {:.0} updates handled per CPU-second \
+                     (the CPU includes serving {:.0} /ohlcv requests/s)",
+                    rate / (self.cpu_percent / 100.0),
+                    self.ohlcv.samples.len() as f64 / self.window.as_secs_f64()
+                );
+            }
+        }
+        println!(
+            "rss       start {:.1} MiB, peak {:.1} MiB, end {:.1} MiB \
+             (peak in 1st half {:.1}, 2nd half {:.1})",
+            mib(self.rss_start),
+            mib(self.rss_peak),
+            mib(self.rss_end),
+            mib(self.rss_first_half_peak),
+            mib(self.rss_second_half_peak)
+        );
+        if let Some(rate) = self.published_per_s {
+            // The last heartbeat before SIGTERM: a stuck client the server
+            // gave up on is missing from this count.
+            println!(
+                "gateway   {rate:.0} messages/s published, {} of {} clients connected at the end",
+                self.gateway_clients,
+                options.clients + usize::from(options.stuck_client)
+            );
+        }
+        for (i, client) in self.clients.iter().enumerate() {
+            let types: Vec<String> = client
+                .by_type
+                .iter()
+                .map(|(kind, n)| format!("{kind} {n}"))
+                .collect();
+            println!(
+                "client {i}  {:.0} candles/s, {} dropped by the server; whole run: {}{}",
+                client.candles_per_s,
+                client.dropped,
+                types.join(", "),
+                match &client.ended {
+                    Some((why, true)) => format!("; closed at shutdown ({why})"),
+                    Some((why, false)) => format!("; ENDED DURING THE RUN: {why}"),
+                    None => "; still open after the exit".into(),
+                }
+            );
+        }
+        println!(
+            "storage   {} flushes ({} in the window, {} failed), last {:.1} ms, \
+             {} rows/s written, {} queued at the end, db {:.1} MiB",
+            self.flushes,
+            self.flushes_in_window,
+            self.failed_flushes,
+            self.last_flush_ms,
+            self.rows_written_per_s
+                .map_or_else(|| "?".into(), |r| format!("{r:.0}")),
+            self.storage_queued,
+            self.db_size_bytes / (1024.0 * 1024.0)
+        );
+        let mut sorted = self.ohlcv.samples.clone();
+        sorted.sort();
+        println!(
+            "/ohlcv    {} requests ({:.0}/s, {} failed, {} candles each): \
+             p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            sorted.len(),
+            sorted.len() as f64 / self.window.as_secs_f64(),
+            self.ohlcv.failures,
+            self.ohlcv.candles_last,
+            ms(percentile(&sorted, 50.0)),
+            ms(percentile(&sorted, 99.0)),
+            ms(sorted.last().copied().unwrap_or_default())
+        );
+        let exit = match self.exit {
+            Some(status) => status.to_string(),
+            None => "did not exit, killed".into(),
+        };
+        println!(
+            "shutdown  {:.0} ms after SIGTERM, {exit}; log: {} warnings, {} errors",
+            ms(self.shutdown),
+            self.log_warnings,
+            self.log_errors
+        );
+    }
+}
+
+fn measure(options: &Options, collector: &mut Collector) -> anyhow::Result<Report> {
+    let pid = collector.pid();
+    let stop_clients = Arc::new(AtomicBool::new(false));
+    let terminating = Arc::new(AtomicBool::new(false));
+    let readers = (0..options.clients)
+        .map(|_| Reader::start(collector.addr, stop_clients.clone(), terminating.clone()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Held, never read, until the collector has exited.
+    let stuck = if options.stuck_client {
+        Some(connect(collector.addr)?)
+    } else {
+        None
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(options.startup_timeout);
+    loop {
+        let status = collector.status()?;
+        if status.simulated["metrics"]["state"] == "streaming" {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the datasource was not streaming after {} s: {}",
+            options.startup_timeout,
+            status.simulated
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("load: streaming; measuring for {} s", options.seconds);
+
+    let first = collector.status()?;
+    let started = Instant::now();
+    let cpu_start = cpu_time(pid).context("reading /proc/<pid>/stat")?;
+    let threads_start = thread_cpu_times(pid);
+    let harness_cpu_start = cpu_time(std::process::id());
+    let candles_start: Vec<u64> = readers
+        .iter()
+        .map(|r| r.counts.candles.load(Ordering::Relaxed))
+        .collect();
+    let stop_ohlcv = Arc::new(AtomicBool::new(false));
+    let ohlcv = ask_ohlcv_in_a_loop(
+        collector.agent.clone(),
+        format!(
+            "http://{}/ohlcv/simulated/{}/{}?limit=1000",
+            collector.addr, SYMBOLS[0], options.intervals[0]
+        ),
+        Duration::from_millis(options.ohlcv_pause_ms),
+        stop_ohlcv.clone(),
+    );
+
+    let rss_start = rss_bytes(pid).unwrap_or(0);
+    let (mut rss_peak, mut rss_end) = (rss_start, rss_start);
+    let (mut first_half_peak, mut second_half_peak) = (rss_start, 0);
+    let window = Duration::from_secs(options.seconds);
+    let mut next = started;
+    while started.elapsed() < window {
+        next += SAMPLE_PERIOD;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        if let Some(rss) = rss_bytes(pid) {
+            rss_peak = rss_peak.max(rss);
+            rss_end = rss;
+            if started.elapsed() < window / 2 {
+                first_half_peak = first_half_peak.max(rss);
+            } else {
+                second_half_peak = second_half_peak.max(rss);
+            }
+        }
+        if collector.child.try_wait()?.is_some() {
+            bail!("the collector exited during the run");
+        }
+    }
+    let elapsed = started.elapsed();
+    let cpu_end = cpu_time(pid).context("reading /proc/<pid>/stat")?;
+    let threads = cpu_by_thread_name(&threads_start, &thread_cpu_times(pid));
+    let harness_cpu_end = cpu_time(std::process::id());
+    let candles_end: Vec<u64> = readers
+        .iter()
+        .map(|r| r.counts.candles.load(Ordering::Relaxed))
+        .collect();
+    stop_ohlcv.store(true, Ordering::Relaxed);
+    let ohlcv = ohlcv.join().expect("the /ohlcv thread panicked");
+    let last = collector.status()?;
+    let load_after = load_average();
+
+    let updates_per_s = rate(&first.simulated, &last.simulated, "updates");
+    let published_per_s = rate(&first.gateway, &last.gateway, "published");
+    let series = options.symbols as f64 * options.intervals.len() as f64;
+    let cpu_percent = 100.0 * (cpu_end - cpu_start).as_secs_f64() / elapsed.as_secs_f64();
+    let harness_cpu_percent = harness_cpu_start
+        .zip(harness_cpu_end)
+        .map(|(a, b)| 100.0 * (b - a).as_secs_f64() / elapsed.as_secs_f64());
+    let storage_pending_end = metric(&last.simulated, "storagePending");
+
+    eprintln!("load: sending SIGTERM");
+    terminating.store(true, Ordering::Relaxed);
+    let (exit, shutdown) = collector.terminate(Duration::from_secs(options.shutdown_timeout))?;
+    drop(stuck);
+    stop_clients.store(true, Ordering::Relaxed);
+    let clients = readers
+        .into_iter()
+        .zip(candles_start.iter().zip(&candles_end))
+        .map(|(reader, (a, b))| {
+            let _ = reader.thread.join();
+            let counts = &reader.counts;
+            ClientFigures {
+                candles_per_s: (b - a) as f64 / elapsed.as_secs_f64(),
+                dropped: counts.dropped.load(Ordering::Relaxed),
+                by_type: std::mem::take(&mut *counts.by_type.lock().unwrap()),
+                ended: counts.ended.lock().unwrap().take(),
+            }
+        })
+        .collect::<Vec<_>>();
+    let gateway_clients = metric(&last.gateway, "clients");
+    Ok(Report {
+        window: elapsed,
+        updates_per_s,
+        expected_updates_per_s: series * options.rate,
+        storage_pending_end,
+        cpu_percent,
+        harness_cpu_percent,
+        threads,
+        rss_start,
+        rss_peak,
+        rss_end,
+        rss_first_half_peak: first_half_peak,
+        rss_second_half_peak: second_half_peak,
+        clients,
+        published_per_s,
+        gateway_clients,
+        flushes: metric(&last.storage, "flushes"),
+        flushes_in_window: metric(&last.storage, "flushes") - metric(&first.storage, "flushes"),
+        last_flush_ms: metric(&last.storage, "last_flush_ms"),
+        rows_written_per_s: rate(&first.storage, &last.storage, "rows_written"),
+        storage_queued: metric(&last.storage, "queued"),
+        failed_flushes: metric(&last.storage, "failed_flushes"),
+        db_size_bytes: metric(&last.storage, "db_size_bytes"),
+        ohlcv,
+        shutdown,
+        exit,
+        log_warnings: collector.stderr.warnings.load(Ordering::Relaxed),
+        log_errors: collector.stderr.errors.load(Ordering::Relaxed),
+        load_after,
+    })
+}
