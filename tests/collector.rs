@@ -126,6 +126,19 @@ fn serves_backfilled_and_live_candles_over_http_and_websocket() {
         "{info}"
     );
 
+    // Every child is alive and says so.
+    wait_for("a heartbeat from every child", PATIENCE, || {
+        let (status, body) = collector.get("/status");
+        assert_eq!(status, 200);
+        let children = body["children"].as_array()?.clone();
+        let names: Vec<_> = children.iter().filter_map(|c| c["name"].as_str()).collect();
+        assert_eq!(names, ["storage", "monitor", "gateway", "simulated"]);
+        children
+            .iter()
+            .all(|c| c["state"] == "running" && c["last_heartbeat"].is_i64())
+            .then_some(())
+    });
+
     // The open candle keeps moving on /ohlcv as live updates arrive.
     wait_for(
         "a live update of the open candle on /ohlcv",

@@ -173,8 +173,8 @@ impl Monitor {
         }
     }
 
-    fn publish_worker_metrics(&mut self) {
-        // The monitor reports on itself too, so `/status` shows it alive.
+    /// The monitor reports on itself too, so `/status` shows it alive.
+    fn record_own_heartbeat(&mut self) {
         let mut own = Map::new();
         own.insert("cpuUser".into(), format!("{:.2}", self.cpu.sample()).into());
         own.insert("watched".into(), self.watched.len().into());
@@ -188,6 +188,10 @@ impl Monitor {
                 metrics: own,
             },
         );
+    }
+
+    fn publish_worker_metrics(&mut self) {
+        self.record_own_heartbeat();
         let mut data = Map::new();
         for (child, record) in self.deps.board.snapshot() {
             let current = self
@@ -327,6 +331,7 @@ impl Actor for Monitor {
             act.publish_worker_metrics()
         });
         ctx.run_interval(SYSTEM_INFO_INTERVAL, |act, _| act.publish_system_info());
+        self.record_own_heartbeat();
         // CPU usage needs two samples; take the first now.
         if let Some(system) = self.system.as_mut() {
             system.refresh_cpu_usage();

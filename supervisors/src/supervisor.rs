@@ -695,8 +695,10 @@ impl Actor for Supervisor {
         // Commands can come in bursts (many UI clients); child deaths must
         // still get through, so the mailbox is generous.
         ctx.set_mailbox_capacity(1024);
-        self.start_child(ctx, ChildId::Storage);
+        // The monitor first, so the other children's first heartbeats
+        // have somewhere to go.
         self.start_child(ctx, ChildId::Monitor);
+        self.start_child(ctx, ChildId::Storage);
         self.start_child(ctx, ChildId::Gateway);
         if self.gateway_addr.is_none() {
             // Nothing to serve: without the port the process is useless,
