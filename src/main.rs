@@ -94,8 +94,18 @@ fn run(config_path: PathBuf, format: LogFormat) -> anyhow::Result<ExitCode> {
         .load()
         .with_context(|| format!("configuration {} refused", config_path.display()))?;
     let database_path = config.resolved_database_path(&store.dir());
-    let database = Database::open(&database_path)
+    let mut database = Database::open(&database_path)
         .with_context(|| format!("database {} refused", database_path.display()))?;
+    // Candles a previous run could not write at its shutdown come first.
+    let rescued = ohlcv_storage::rescue::import(&mut database)
+        .with_context(|| format!("rescue file of {} not imported", database_path.display()))?;
+    if rescued.candles > 0 || rescued.rejected_lines > 0 {
+        tracing::warn!(
+            candles = rescued.candles,
+            rejected_lines = rescued.rejected_lines,
+            "imported the candles a previous run could not write"
+        );
+    }
 
     let system = actix_rt::System::new();
     let code = system.block_on(async move {

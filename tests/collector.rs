@@ -780,3 +780,49 @@ fn a_bootstrap_longer_than_one_request_is_loaded_in_chunks() {
     );
     assert_exact_and_contiguous(SEED, &simulated_candles(&collector, "BTCUSDT"));
 }
+
+#[test]
+fn candles_the_database_refuses_at_shutdown_come_back_at_the_next_start() {
+    let collector = Collector::start(&simulated_config(|c| {
+        c["batch_interval"] = json!(3_600_000)
+    }));
+    wait_for("the history in the queue", PATIENCE, || {
+        let storage = collector.child_status("storage")?;
+        (metric(&storage, "queued") >= 240).then_some(())
+    });
+    // The database stays locked through the whole shutdown.
+    let locker = rusqlite::Connection::open(collector.database_path()).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (exit, stderr, dir) = collector.terminate();
+    assert_eq!(
+        exit.code(),
+        Some(2),
+        "not everything reached the database: {stderr}"
+    );
+    assert!(stderr.contains("rescue file"), "{stderr}");
+    let rescue = dir.path().join("data/ohlcv.db.rescue.jsonl");
+    assert!(rescue.exists());
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+
+    // No bootstrap in the second run: whatever history it has was rescued.
+    let config_path = dir.path().join("config.json");
+    let mut config: Value = serde_json::from_slice(&file_bytes(&config_path)).unwrap();
+    config["bootstrap_load"] = json!(0);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let collector = Collector::start_in(dir);
+    wait_for("the import to be logged", PATIENCE, || {
+        collector
+            .stderr()
+            .contains("imported the candles a previous run could not write")
+            .then_some(())
+    });
+    assert!(!rescue.exists(), "the rescue file is retired once imported");
+    let (exit, stderr, dir) = collector.terminate();
+    assert!(exit.success(), "{stderr}");
+    for symbol in ["BTCUSDT", "ETHUSDT"] {
+        let candles = stored_candles(&dir.path().join("data/ohlcv.db"), symbol);
+        assert!(candles.len() >= 120, "{symbol}: {} candles", candles.len());
+        assert_exact_and_contiguous(SEED, &candles);
+    }
+}

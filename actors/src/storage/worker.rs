@@ -391,8 +391,7 @@ impl Worker {
                     }
                 }
                 Err(error) if Instant::now() >= deadline => {
-                    let lost = lock(&self.queue).len();
-                    tracing::error!(%error, lost, "storage could not be flushed before exit");
+                    self.rescue(&error);
                     return Err(error);
                 }
                 Err(_) => {
@@ -402,6 +401,20 @@ impl Worker {
                         .saturating_duration_since(Instant::now());
                     std::thread::park_timeout(wait);
                 }
+            }
+        }
+    }
+
+    /// The database refused the final write: put the queue in the rescue
+    /// file, imported at the next start, rather than lose it.
+    fn rescue(&mut self, error: &StorageError) {
+        let candles = lock(&self.queue).take_all();
+        match ohlcv_storage::rescue::write(self.db.path(), &candles) {
+            Ok(path) => tracing::error!(%error, candles = candles.len(), file = %path.display(),
+                "database refused the final write; candles kept in the rescue file, imported at the next start"),
+            Err(rescue_error) => {
+                tracing::error!(%error, %rescue_error, lost = candles.len(), "candles lost: neither the database nor the rescue file could be written");
+                lock(&self.queue).restore(candles);
             }
         }
     }
