@@ -259,6 +259,22 @@ fn exchanges_toggle_and_symbols_reload_while_running() {
         (collector.child_status("simulated")?["state"] == "running").then_some(())
     });
 
+    let (status, body) = collector.get("/exchangeSymbols/simulated");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["symbols"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("SOLUSDT")),
+        "{body}"
+    );
+    let (status, body) = collector.get("/exchangeSymbols/binance_futures");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "exchange_unavailable");
+    let (status, body) = collector.get("/exchanges");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["simulated"]["enabled"], true, "{body}");
+
     let (status, body) = collector.post(
         "/toggleExchange",
         &json!({"exchange": "simulated", "enabled": false}),
