@@ -19,6 +19,11 @@ fn simulated_candles(collector: &Collector, symbol: &str) -> Vec<ohlcv_domain::C
         .collect()
 }
 
+/// The test config with the simulated exchange injecting `faults`.
+fn faulty_config(faults: Value) -> Value {
+    simulated_config(|c| c["exchanges"]["simulated"]["simulation"]["faults"] = faults)
+}
+
 /// The simulated 1m candles of `symbol` in the database file, read with the
 /// seed's own query on the `ohlcv` view.
 fn stored_candles(database: &std::path::Path, symbol: &str) -> Vec<ohlcv_domain::Candle> {
@@ -199,9 +204,7 @@ fn sigterm_saves_every_candle_with_its_last_values() {
 
 #[test]
 fn a_panicking_datasource_is_restarted_and_the_series_has_no_gap() {
-    let collector = Collector::start(&simulated_config(|c| {
-        c["exchanges"]["simulated"]["simulation"]["faults"] = json!({"panic_after_updates": 30});
-    }));
+    let collector = Collector::start(&faulty_config(json!({"panic_after_updates": 30})));
     let child = restarted_datasource(&collector);
     let error = child["last_error"].as_str().unwrap();
     assert!(
@@ -213,10 +216,9 @@ fn a_panicking_datasource_is_restarted_and_the_series_has_no_gap() {
 
 #[test]
 fn a_stalled_datasource_is_restarted_after_three_missed_heartbeats() {
-    let collector = Collector::start(&simulated_config(|c| {
-        c["exchanges"]["simulated"]["simulation"]["faults"] =
-            json!({"block_after_updates": 20, "block_ms": 30_000});
-    }));
+    let collector = Collector::start(&faulty_config(
+        json!({"block_after_updates": 20, "block_ms": 30_000}),
+    ));
     let child = restarted_datasource(&collector);
     assert!(
         child["last_error"]
@@ -230,10 +232,9 @@ fn a_stalled_datasource_is_restarted_after_three_missed_heartbeats() {
 
 #[test]
 fn dropped_and_silent_streams_reconnect() {
-    let collector = Collector::start(&simulated_config(|c| {
-        c["exchanges"]["simulated"]["simulation"]["faults"] =
-            json!({"drop_stream_after_updates": 20, "silence_after_updates": 200});
-    }));
+    let collector = Collector::start(&faulty_config(
+        json!({"drop_stream_after_updates": 20, "silence_after_updates": 200}),
+    ));
     let child = wait_for("two reconnects", PATIENCE, || {
         let child = collector.child_status("simulated")?;
         (metric(&child, "reconnects") >= 2 && child["metrics"]["state"] == "streaming")
