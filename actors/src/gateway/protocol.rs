@@ -158,7 +158,7 @@ impl Command {
         ),
         (
             "reload",
-            "re-read the config file and restart the datasources",
+            "re-read the config file and restart the datasources (needs the api_token when one is set)",
         ),
         (
             "clear",
