@@ -415,6 +415,11 @@ impl Datasource {
             tracing::debug!(series = %candle.key, "update for a series not subscribed");
             return;
         };
+        if state.is_stale(&candle) {
+            self.counters.rejected += 1;
+            tracing::warn!(series = %candle.key, open_time = candle.open_time, "stale update of a final candle dropped");
+            return;
+        }
         // Before this series' history sync finished, the sync covers gaps.
         let gap = state.observe_live(&candle);
         self.counters.updates += 1;

@@ -26,6 +26,13 @@ impl SeriesState {
         self.fetching = false;
     }
 
+    /// Whether a live update would replace a candle already known final
+    /// with an unfinished state (an exchange replaying an old update): such
+    /// an update is dropped, a final candle never goes back to open.
+    pub fn is_stale(&self, candle: &Candle) -> bool {
+        !candle.closed && self.final_through.is_some_and(|t| candle.open_time <= t)
+    }
+
     /// Records a live update; answers the range `(from, to)` of open times
     /// that must be fetched over REST because their final candles were not
     /// seen, if any.
@@ -142,6 +149,19 @@ mod tests {
         let kept = s.accept_history(Interval::M1, (3..=6).map(|i| candle(i, true)).collect());
         assert_eq!(kept.len(), 4);
         assert_eq!(s.final_through, Some(T0 + 6 * M));
+    }
+
+    #[test]
+    fn an_unfinished_update_of_a_final_candle_is_stale() {
+        let mut s = SeriesState::default();
+        assert!(!s.is_stale(&candle(0, false)), "nothing known yet");
+        s.accept_history(Interval::M1, (0..3).map(|i| candle(i, true)).collect());
+        assert!(s.is_stale(&candle(2, false)));
+        assert!(
+            !s.is_stale(&candle(2, true)),
+            "a final repeated is harmless"
+        );
+        assert!(!s.is_stale(&candle(3, false)));
     }
 
     #[test]
