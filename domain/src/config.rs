@@ -140,8 +140,9 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
-/// Settings of one exchange.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Settings of one exchange. The default is an exchange that is disabled,
+/// has no symbols and uses its public endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeConfig {
     /// Whether the collector runs a datasource for this exchange.

@@ -198,17 +198,7 @@ impl Supervisor {
             .exchanges
             .get(&exchange)
             .cloned()
-            .unwrap_or_else(empty_exchange)
-    }
-}
-
-fn empty_exchange() -> ExchangeConfig {
-    ExchangeConfig {
-        enabled: false,
-        symbols: Vec::new(),
-        rest_url: None,
-        ws_url: None,
-        simulation: None,
+            .unwrap_or_default()
     }
 }
 
@@ -229,10 +219,7 @@ impl Handler<ToggleExchange> for Supervisor {
 
     fn handle(&mut self, msg: ToggleExchange, ctx: &mut Self::Context) -> Self::Result {
         let mut new = self.config().clone();
-        let entry = new
-            .exchanges
-            .entry(msg.exchange)
-            .or_insert_with(empty_exchange);
+        let entry = new.exchanges.entry(msg.exchange).or_default();
         entry.enabled = msg.enabled.unwrap_or(!entry.enabled);
         let exchange = msg.exchange;
         AtomicResponse::new(Box::pin(self.save_and_apply(ctx, new).map(
@@ -246,10 +233,7 @@ impl Handler<SetSymbols> for Supervisor {
 
     fn handle(&mut self, msg: SetSymbols, ctx: &mut Self::Context) -> Self::Result {
         let mut new = self.config().clone();
-        new.exchanges
-            .entry(msg.exchange)
-            .or_insert_with(empty_exchange)
-            .symbols = msg.symbols;
+        new.exchanges.entry(msg.exchange).or_default().symbols = msg.symbols;
         let exchange = msg.exchange;
         AtomicResponse::new(Box::pin(self.save_and_apply(ctx, new).map(
             move |result, act: &mut Supervisor, _| result.map(|_| act.exchange_config(exchange)),

@@ -29,7 +29,7 @@ use ohlcv_actors::gateway::{bind_server, Gateway, GatewayDeps, StopGateway};
 use ohlcv_actors::lifecycle::{ChildExited, ChildId, ExitReason, HeartbeatSink, LifeGuard};
 use ohlcv_actors::monitor::{HeartbeatBoard, Monitor, MonitorDeps, Unwatch, Watch, WorkerStalled};
 use ohlcv_actors::storage::{spawn_storage, StorageChannels, StorageHandle, StorageSettings};
-use ohlcv_domain::config::{Config, ConfigError, ConfigStore};
+use ohlcv_domain::config::{Config, ConfigError, ConfigStore, ExchangeConfig};
 use ohlcv_domain::time::now_ms;
 use ohlcv_domain::ExchangeId;
 use ohlcv_storage::Database;
@@ -358,13 +358,7 @@ impl Supervisor {
             .exchanges
             .get(&exchange)
             .cloned()
-            .unwrap_or_else(|| ohlcv_domain::config::ExchangeConfig {
-                enabled: false,
-                symbols: Vec::new(),
-                rest_url: None,
-                ws_url: None,
-                simulation: None,
-            });
+            .unwrap_or_default();
         let source = exchanges::build(exchange, &config).map_err(|e| e.to_string())?;
         self.sources.insert(exchange, source.clone());
         Ok(source)
@@ -575,9 +569,7 @@ impl Supervisor {
                     report.started.push(exchange);
                 }
                 (Some(before), Some(after)) => {
-                    let adapter_changed = before.rest_url != after.rest_url
-                        || before.ws_url != after.ws_url
-                        || before.simulation != after.simulation;
+                    let adapter_changed = adapter_settings(before) != adapter_settings(after);
                     let settings_changed = Self::datasource_settings(&old, exchange)
                         != Self::datasource_settings(&new, exchange);
                     if force_restart || adapter_changed || !running {
@@ -594,17 +586,12 @@ impl Supervisor {
         if force_restart {
             self.sources.clear();
         }
-        for exchange in &starts {
-            let changed = old
-                .exchanges
-                .get(exchange)
-                .map(|e| (&e.rest_url, &e.ws_url, &e.simulation))
-                != new
-                    .exchanges
-                    .get(exchange)
-                    .map(|e| (&e.rest_url, &e.ws_url, &e.simulation));
-            if changed {
-                self.sources.remove(exchange);
+        // An adapter built from settings that changed is built anew.
+        for exchange in ExchangeId::ALL {
+            let before = old.exchanges.get(&exchange).map(adapter_settings);
+            let after = new.exchanges.get(&exchange).map(adapter_settings);
+            if before != after {
+                self.sources.remove(&exchange);
             }
         }
         for exchange in reloads {
@@ -677,6 +664,11 @@ impl Supervisor {
     ) -> Result<Arc<dyn MarketSource>, String> {
         self.source(exchange)
     }
+}
+
+/// The settings an exchange adapter is built from; a change needs a new one.
+fn adapter_settings(exchange: &ExchangeConfig) -> impl PartialEq + '_ {
+    (&exchange.rest_url, &exchange.ws_url, &exchange.simulation)
 }
 
 fn config_error(error: ConfigError) -> ControlError {
