@@ -2,11 +2,18 @@
 //! SQLite and serves them live over HTTP and WebSocket.
 //!
 //! `ohlcv-collector run --config config.json` loads and validates the
-//! config, opens the database (refusing a foreign or newer file before
-//! anything starts), starts the supervisor, and on SIGINT/SIGTERM shuts
-//! down in order: datasources, then storage (every queued candle is
-//! written), then the gateway.
+//! config, binds the HTTP port, opens the database (refusing a foreign or
+//! newer file before anything starts), starts the supervisor, and on
+//! SIGINT/SIGTERM shuts down in order within
+//! [`SHUTDOWN_BUDGET`](ohlcv_supervisors::SHUTDOWN_BUDGET): datasources,
+//! then storage (every queued candle is written, or kept in the rescue
+//! file), then the gateway.
+//!
+//! Exit codes, one per outcome (see [`ExitStatus`]): 0 every candle saved,
+//! 1 could not start, 2 command-line usage error (clap's), 3 candles kept in
+//! the rescue file, 4 candles lost.
 
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,7 +23,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ohlcv_actors::gateway::broadcast::Broadcaster;
 use ohlcv_actors::gateway::logs::{LogForwardLayer, LogHistory};
 use ohlcv_actors::lifecycle::install_panic_capture;
+use ohlcv_actors::storage::FlushOutcome;
 use ohlcv_domain::config::ConfigStore;
+use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::Database;
 use ohlcv_supervisors::{Shutdown, Supervisor, SupervisorSetup};
 use tracing_subscriber::layer::SubscriberExt;
@@ -52,17 +61,44 @@ enum LogFormat {
     Json,
 }
 
+/// How the process ended, as its exit code: one code per outcome, so a
+/// process manager or script can tell them apart. Clap exits with 2 on a
+/// command-line usage error; no other outcome uses 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExitStatus {
+    /// Every candle is in the database.
+    Saved = 0,
+    /// The process could not start (configuration, database or port).
+    NotStarted = 1,
+    /// The database refused the final write; the candles are in the rescue
+    /// file, written into the database at the next start.
+    Rescued = 3,
+    /// Neither the database nor the rescue file took some candles.
+    Lost = 4,
+}
+
+impl From<FlushOutcome> for ExitStatus {
+    fn from(outcome: FlushOutcome) -> Self {
+        match outcome {
+            FlushOutcome::Saved { .. } => ExitStatus::Saved,
+            FlushOutcome::Rescued { .. } => ExitStatus::Rescued,
+            FlushOutcome::Lost { .. } => ExitStatus::Lost,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Run { config } = cli.command;
-    match run(config, cli.log_format) {
-        Ok(code) => code,
+    let status = match run(config, cli.log_format) {
+        Ok(status) => status,
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            ExitStatus::NotStarted
         }
-    }
+    };
+    ExitCode::from(status as u8)
 }
 
 fn init_tracing(format: LogFormat, broadcaster: Broadcaster, logs: LogHistory) {
@@ -83,7 +119,7 @@ fn init_tracing(format: LogFormat, broadcaster: Broadcaster, logs: LogHistory) {
         .init();
 }
 
-fn run(config_path: PathBuf, format: LogFormat) -> anyhow::Result<ExitCode> {
+fn run(config_path: PathBuf, format: LogFormat) -> anyhow::Result<ExitStatus> {
     let broadcaster = Broadcaster::new();
     let logs = LogHistory::default();
     init_tracing(format, broadcaster.clone(), logs.clone());
@@ -93,11 +129,17 @@ fn run(config_path: PathBuf, format: LogFormat) -> anyhow::Result<ExitCode> {
     let config = store
         .load()
         .with_context(|| format!("configuration {} refused", config_path.display()))?;
+    // The port first: a second copy of the collector (or anything else on
+    // the port) stops this one before it creates or touches any file.
+    let address = SocketAddr::new(config.bind, config.port);
+    let listener =
+        TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
     let database_path = config.resolved_database_path(&store.dir());
     let mut database = Database::open(&database_path)
         .with_context(|| format!("database {} refused", database_path.display()))?;
-    // Candles a previous run could not write at its shutdown come first.
-    let rescued = ohlcv_storage::rescue::import(&mut database)
+    // Candles a previous run could not write come first.
+    let rescued = RescueFile::for_database(&database_path)
+        .replay_into(&mut database)
         .with_context(|| format!("rescue file of {} not imported", database_path.display()))?;
     if rescued.candles > 0 || rescued.rejected_lines > 0 {
         tracing::warn!(
@@ -107,31 +149,52 @@ fn run(config_path: PathBuf, format: LogFormat) -> anyhow::Result<ExitCode> {
         );
     }
 
+    // The one line on stdout: scripts and tests read the address from it
+    // (port 0 picks a free port).
+    let bound = listener.local_addr().context("the bound address")?;
+    println!("listening on http://{bound}");
+
     let system = actix_rt::System::new();
-    let code = system.block_on(async move {
-        let (fatal, fatal_rx) = tokio::sync::oneshot::channel();
+    let status = system.block_on(async move {
+        ignore_file_size_signal();
         let supervisor = Supervisor::new(SupervisorSetup {
             store,
             config,
             database,
             broadcaster,
             logs,
-            fatal,
+            listener,
         })
         .start();
-        let code = tokio::select! {
-            () = shutdown_signal() => 0,
-            Ok(code) = fatal_rx => code,
-        };
-        let saved = supervisor.send(Shutdown).await.unwrap_or(false);
-        match (code, saved) {
-            (0, true) => 0u8,
-            (0, false) => 2,
-            (code, _) => u8::try_from(code).unwrap_or(1),
+        shutdown_signal().await;
+        match supervisor.send(Shutdown).await {
+            Ok(outcome) => ExitStatus::from(outcome),
+            Err(_) => ExitStatus::Lost,
         }
     });
-    tracing::info!(code, "exiting");
-    Ok(ExitCode::from(code))
+    tracing::info!(code = status as u8, "exiting");
+    Ok(status)
+}
+
+/// A write past a file-size limit (`ulimit -f`) raises SIGXFSZ, whose
+/// default action kills the process on the spot, queue and all. Handling
+/// it turns such a write into an ordinary `EFBIG` error, which storage
+/// survives like a full disk: the batch stays queued and is retried.
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+            Ok(mut file_too_large) => {
+                actix_rt::spawn(async move {
+                    while file_too_large.recv().await.is_some() {
+                        tracing::warn!("a write went past the file-size limit (SIGXFSZ)");
+                    }
+                });
+            }
+            Err(error) => tracing::warn!(%error, "SIGXFSZ cannot be handled"),
+        }
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

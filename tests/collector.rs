@@ -813,8 +813,8 @@ fn candles_the_database_refuses_at_shutdown_come_back_at_the_next_start() {
     let (exit, stderr, dir) = collector.terminate();
     assert_eq!(
         exit.code(),
-        Some(2),
-        "not everything reached the database: {stderr}"
+        Some(3),
+        "candles kept in the rescue file: {stderr}"
     );
     assert!(stderr.contains("rescue file"), "{stderr}");
     let rescue = dir.path().join("data/ohlcv.db.rescue.jsonl");
@@ -842,4 +842,110 @@ fn candles_the_database_refuses_at_shutdown_come_back_at_the_next_start() {
         assert!(candles.len() >= 120, "{symbol}: {} candles", candles.len());
         assert_exact_and_contiguous(SEED, &candles);
     }
+}
+
+#[test]
+fn candles_neither_the_database_nor_the_disk_takes_exit_with_their_own_code() {
+    let collector = Collector::start(&simulated_config(|c| {
+        c["batch_interval"] = json!(3_600_000)
+    }));
+    wait_for("the history in the queue", PATIENCE, || {
+        let storage = collector.child_status("storage")?;
+        (metric(&storage, "queued") >= 240).then_some(())
+    });
+    let locker = rusqlite::Connection::open(collector.database_path()).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // A file-size limit of one byte: no file can grow, as on a full disk.
+    let limited = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", collector.pid()))
+        .arg("--fsize=1:unlimited")
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let (exit, stderr, dir) = collector.terminate();
+    assert_eq!(exit.code(), Some(4), "candles lost: {stderr}");
+    assert!(stderr.contains("candles lost"), "{stderr}");
+    let rescue = dir.path().join("data/ohlcv.db.rescue.jsonl");
+    assert!(
+        !rescue.exists(),
+        "a rescue file that could not be written is not left behind empty"
+    );
+}
+
+#[test]
+fn after_a_clean_exit_the_database_file_alone_is_a_backup() {
+    let collector = Collector::start(&simulated_config(|_| {}));
+    wait_for("the history stored", PATIENCE, || {
+        let storage = collector.child_status("storage")?;
+        (metric(&storage, "rows_written") >= 240).then_some(())
+    });
+    // A backup taken while running, as the README says.
+    let backup_while_running = collector.dir.path().join("running-backup.db");
+    rusqlite::Connection::open(collector.database_path())
+        .unwrap()
+        .execute("VACUUM INTO ?1", [backup_while_running.to_str().unwrap()])
+        .unwrap();
+    let (exit, stderr, dir) = collector.terminate();
+    assert!(exit.success(), "{stderr}");
+
+    let db = dir.path().join("data/ohlcv.db");
+    let wal = dir.path().join("data/ohlcv.db-wal");
+    assert_eq!(
+        std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0),
+        0,
+        "everything is checkpointed into the main file"
+    );
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&db, &copy).unwrap();
+    for symbol in ["BTCUSDT", "ETHUSDT"] {
+        let stored = stored_candles(&db, symbol);
+        let copied = stored_candles(&copy, symbol);
+        assert!(copied.len() >= 120, "{symbol}: {} candles", copied.len());
+        assert_eq!(copied, stored, "{symbol}");
+        let backed_up = stored_candles(&backup_while_running, symbol);
+        assert!(
+            backed_up.len() >= 120,
+            "{symbol}: {} in the backup",
+            backed_up.len()
+        );
+        assert_exact_and_contiguous(SEED, &backed_up);
+    }
+}
+
+#[test]
+fn a_port_in_use_stops_the_process_before_it_touches_the_database() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        simulated_config(|c| c["port"] = json!(port)).to_string(),
+    )
+    .unwrap();
+    let output = std::process::Command::new(common::binary())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("child died"), "{stderr}");
+    assert!(
+        !dir.path().join("data/ohlcv.db").exists(),
+        "no database created: {stderr}"
+    );
+}
+
+#[test]
+fn a_usage_error_exits_with_clap_code_only() {
+    let output = std::process::Command::new(common::binary())
+        .args(["run", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
 }

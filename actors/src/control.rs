@@ -60,6 +60,9 @@ pub struct ChildStatus {
     pub started_at: Option<i64>,
     /// When its last heartbeat arrived, UTC ms.
     pub last_heartbeat: Option<i64>,
+    /// Threads of earlier incarnations that stalled and have not ended
+    /// yet (they cannot be joined while blocked); bounded, see the README.
+    pub abandoned_threads: usize,
     /// Its own counters from the last heartbeat.
     pub metrics: serde_json::Map<String, serde_json::Value>,
 }
@@ -69,6 +72,10 @@ pub struct ChildStatus {
 pub struct StatusReport {
     /// Seconds since the process started.
     pub uptime_s: u64,
+    /// Threads of the process right now (absent where the OS does not say).
+    pub threads: Option<usize>,
+    /// Threads of stalled incarnations not ended yet, over all children.
+    pub abandoned_threads: usize,
     /// Every child, storage first, then monitor, gateway and datasources.
     pub children: Vec<ChildStatus>,
 }

@@ -224,6 +224,12 @@ pub fn process_rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// Threads of this process (Linux; `None` elsewhere): what `/status`
+/// reports so that a leak of threads shows.
+pub fn process_threads() -> Option<usize> {
+    Some(std::fs::read_dir("/proc/self/task").ok()?.count())
+}
+
 /// Turns successive CPU-time readings into a CPU percentage of one core
 /// over each interval, as the seed's `cpuUser`.
 #[derive(Debug, Default)]

@@ -361,6 +361,23 @@ impl Handler<Heartbeat> for Monitor {
     }
 }
 
+/// Blocks the monitor's thread for the given time, as a bug in a metrics
+/// probe would. For tests of stall handling only: no route or command of
+/// the API reaches it.
+#[doc(hidden)]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FreezeMonitor(pub Duration);
+
+impl Handler<FreezeMonitor> for Monitor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FreezeMonitor, _: &mut Self::Context) {
+        tracing::warn!(ms = msg.0.as_millis() as u64, "monitor frozen on request");
+        std::thread::sleep(msg.0);
+    }
+}
+
 impl Handler<Watch> for Monitor {
     type Result = ();
 

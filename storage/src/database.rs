@@ -538,6 +538,34 @@ impl Database {
         Ok(total)
     }
 
+    /// Moves everything in the `-wal` file into the main file and truncates
+    /// the WAL, so that the main file alone holds every committed candle
+    /// (copying `ohlcv.db` after a clean exit is then a complete backup).
+    /// Called at shutdown, after the last write.
+    ///
+    /// # Errors
+    /// [`StorageError::Sqlite`] when the checkpoint fails or another
+    /// connection (a reader) keeps it from completing.
+    pub fn checkpoint(&mut self) -> Result<(), StorageError> {
+        const OP: &str = "checkpoint the WAL";
+        let busy = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map_err(StorageError::sqlite(OP))?;
+        if busy != 0 {
+            return Err(StorageError::Sqlite {
+                op: OP,
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                    Some("another connection kept the checkpoint from completing".into()),
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Deletes every candle and series (and any rows kept aside by the seed
     /// migration) in one transaction, keeping the schema, then gives the
     /// disk space back (VACUUM, then a truncating WAL checkpoint).
@@ -1246,6 +1274,27 @@ mod tests {
         db.insert(&candle(&k, 1, 1.0)).expect("insert after clear");
         assert_eq!(db.get_count(&k).expect("count"), 1);
         assert_eq!(pragma_i64(&db, "user_version"), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn after_a_checkpoint_the_main_file_alone_holds_every_candle() {
+        let (dir, mut db) = fresh();
+        let k = btc();
+        let batch: Vec<Candle> = (0..500).map(|m| candle(&k, m, 1.0)).collect();
+        db.insert_batch(&batch).expect("insert");
+        let wal = dir.path().join("ohlcv.db-wal");
+        assert!(
+            fs::metadata(&wal).expect("wal").len() > 0,
+            "writes go to the WAL first"
+        );
+
+        db.checkpoint().expect("checkpoint");
+        assert_eq!(fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+        // A copy of the main file, without its WAL, is a complete backup.
+        let copy = dir.path().join("copy.db");
+        fs::copy(dir.path().join("ohlcv.db"), &copy).expect("copy");
+        let copied = Database::open(&copy).expect("open the copy");
+        assert_eq!(copied.get_candles(&k, &all()).expect("read"), batch);
     }
 
     #[test]

@@ -66,6 +66,61 @@ impl CandleQueue {
         out
     }
 
+    /// Copies every queued candle, for one batch write, leaving the queue
+    /// as it is: until the write commits, the candles stay here, where
+    /// reads see them and a shutdown can still rescue them even if the
+    /// writing thread never comes back. After the commit, hand the batch to
+    /// [`CandleQueue::remove_written`].
+    ///
+    /// Candles of a series come out in ascending open time.
+    pub fn snapshot(&self) -> Vec<Candle> {
+        let mut out = Vec::with_capacity(self.len);
+        for candles in self.series.values() {
+            out.extend(candles.values().cloned());
+        }
+        out
+    }
+
+    /// Removes the candles of a committed `batch`, except those updated
+    /// since the snapshot was taken: the newer update still awaits its own
+    /// write.
+    pub fn remove_written(&mut self, batch: &[Candle]) {
+        for candle in batch {
+            let Some(slot) = self.series.get_mut(&candle.key) else {
+                continue;
+            };
+            if slot.get(&candle.open_time) == Some(candle) {
+                slot.remove(&candle.open_time);
+                self.len -= 1;
+                if slot.is_empty() {
+                    self.series.remove(&candle.key);
+                }
+            }
+        }
+    }
+
+    /// Removes and returns every closed candle: final values that can wait
+    /// in the rescue file while the database is failing. Open candles stay
+    /// (at most a few per series), as they are still being updated.
+    pub fn take_closed(&mut self) -> Vec<Candle> {
+        let mut out = Vec::new();
+        for candles in self.series.values_mut() {
+            let closed: Vec<i64> = candles
+                .iter()
+                .filter(|(_, c)| c.closed)
+                .map(|(t, _)| *t)
+                .collect();
+            for open_time in closed {
+                if let Some(candle) = candles.remove(&open_time) {
+                    out.push(candle);
+                }
+            }
+        }
+        self.series.retain(|_, candles| !candles.is_empty());
+        self.len -= out.len();
+        out
+    }
+
     /// Puts back a batch whose write failed, so nothing is lost.
     ///
     /// A candle is restored only if no update of the same series and open

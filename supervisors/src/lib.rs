@@ -6,9 +6,11 @@
 //! - [`control`]: the [`Control`](ohlcv_actors::control::Control)
 //!   implementation the gateway calls.
 
+mod abandoned;
 pub mod control;
 pub mod policy;
 pub mod supervisor;
 
+pub use abandoned::MAX_ABANDONED_PER_CHILD;
 pub use control::{SupervisorControl, TokenCell};
-pub use supervisor::{Shutdown, Supervisor, SupervisorSetup};
+pub use supervisor::{FreezeChild, Shutdown, Supervisor, SupervisorSetup, SHUTDOWN_BUDGET};

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,16 +25,24 @@ use ohlcv_actors::datasource::{
 };
 use ohlcv_actors::gateway::broadcast::Broadcaster;
 use ohlcv_actors::gateway::logs::LogHistory;
-use ohlcv_actors::gateway::{bind_server, Gateway, GatewayDeps, StopGateway};
-use ohlcv_actors::lifecycle::{ChildExited, ChildId, ExitReason, HeartbeatSink, LifeGuard};
-use ohlcv_actors::monitor::{HeartbeatBoard, Monitor, MonitorDeps, Unwatch, Watch, WorkerStalled};
-use ohlcv_actors::storage::{spawn_storage, StorageChannels, StorageHandle, StorageSettings};
+use ohlcv_actors::gateway::{serve_listener, Gateway, GatewayDeps, StopGateway};
+use ohlcv_actors::lifecycle::{
+    process_threads, ChildExited, ChildId, ExitReason, HeartbeatSink, LifeGuard,
+};
+use ohlcv_actors::monitor::{
+    FreezeMonitor, HeartbeatBoard, Monitor, MonitorDeps, Unwatch, Watch, WorkerStalled,
+};
+use ohlcv_actors::storage::{
+    spawn_storage, FlushOutcome, StorageChannels, StorageHandle, StorageSettings,
+};
+use ohlcv_actors::{HEARTBEAT_INTERVAL, MISSED_HEARTBEATS_LIMIT};
 use ohlcv_domain::config::{Config, ConfigError, ConfigStore, ExchangeConfig};
 use ohlcv_domain::time::now_ms;
 use ohlcv_domain::ExchangeId;
+use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::Database;
-use tokio::sync::oneshot;
 
+use crate::abandoned::{AbandonedThreads, MAX_ABANDONED_PER_CHILD};
 use crate::control::{SupervisorControl, TokenCell};
 use crate::policy::{with_jitter, RestartDecision, RestartPolicy, RestartTracker};
 
@@ -44,6 +52,18 @@ use crate::policy::{with_jitter, RestartDecision, RestartPolicy, RestartTracker}
 const DATASOURCE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the gateway may take to finish open requests at shutdown.
 const GATEWAY_STOP_TIMEOUT: Duration = Duration::from_secs(6);
+/// The whole of a shutdown, from SIGTERM to exit: under the 10 s a process
+/// manager usually waits before SIGKILL (systemd's default is 90 s, Docker's
+/// and Kubernetes' 10 s and 30 s). Whatever is not written by then is in the
+/// rescue file.
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9_500);
+/// Of [`SHUTDOWN_BUDGET`], what datasources get to hand over their last
+/// updates; what they cannot hand over in time goes to the rescue file.
+const SHUTDOWN_DATASOURCE_BUDGET: Duration = Duration::from_secs(2);
+/// Of [`SHUTDOWN_BUDGET`], what is kept back after the storage flush for
+/// rescuing the queue should the storage thread not answer, and for the
+/// gateway and monitor to stop.
+const SHUTDOWN_RESERVE: Duration = Duration::from_millis(1_500);
 /// HTTP worker threads: UI clients are few, and every thread costs memory.
 const GATEWAY_WORKERS: usize = 2;
 
@@ -60,9 +80,11 @@ pub struct SupervisorSetup {
     pub broadcaster: Broadcaster,
     /// Log history (shared with the log layer).
     pub logs: LogHistory,
-    /// Told the exit code if the supervisor cannot go on (the HTTP port
-    /// cannot be bound at start).
-    pub fatal: oneshot::Sender<i32>,
+    /// The HTTP listener, bound by `main` before the database is opened so
+    /// that a port in use stops the process before it touches any file.
+    /// The supervisor keeps it for the life of the process: a restarted
+    /// gateway serves the same socket.
+    pub listener: TcpListener,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +108,10 @@ impl State {
 
 enum Handle {
     None,
-    Storage,
+    Storage {
+        thread: std::thread::JoinHandle<()>,
+        retired: Arc<AtomicBool>,
+    },
     Monitor(Addr<Monitor>, ArbiterHandle),
     Gateway(Addr<Gateway>),
     Datasource {
@@ -124,10 +149,44 @@ impl Child {
     }
 }
 
+/// The settings that only a new process applies, as this process started.
+#[derive(Debug, Clone, PartialEq)]
+struct StartupSettings {
+    port: u16,
+    bind: IpAddr,
+    database_path: PathBuf,
+}
+
+impl StartupSettings {
+    fn of(config: &Config) -> Self {
+        StartupSettings {
+            port: config.port,
+            bind: config.bind,
+            database_path: config.database_path.clone(),
+        }
+    }
+
+    /// The keys of `config` that differ from what runs.
+    fn pending_in(&self, config: &Config) -> Vec<&'static str> {
+        let mut pending = Vec::new();
+        if config.port != self.port {
+            pending.push("port");
+        }
+        if config.bind != self.bind {
+            pending.push("bind");
+        }
+        if config.database_path != self.database_path {
+            pending.push("database_path");
+        }
+        pending
+    }
+}
+
 /// The supervisor actor. Runs on the system arbiter.
 pub struct Supervisor {
     store: ConfigStore,
     config: Config,
+    startup: StartupSettings,
     database_path: PathBuf,
     first_database: Option<Database>,
     policy: RestartPolicy,
@@ -138,37 +197,44 @@ pub struct Supervisor {
     heartbeats: HeartbeatSink,
     board: HeartbeatBoard,
     sources: HashMap<ExchangeId, Arc<dyn MarketSource>>,
-    gateway_addr: Option<SocketAddr>,
+    listener: TcpListener,
+    gateway_addr: SocketAddr,
     token: TokenCell,
     next_generation: u64,
     started: Instant,
     shutting_down: bool,
-    fatal: Option<oneshot::Sender<i32>>,
+    abandoned: AbandonedThreads,
 }
 
 impl Supervisor {
     /// A supervisor that starts every child when started.
     pub fn new(setup: SupervisorSetup) -> Self {
         let database_path = setup.database.path().to_path_buf();
+        let gateway_addr = setup
+            .listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::new(setup.config.bind, setup.config.port));
         Supervisor {
             token: TokenCell::new(setup.config.api_token.clone()),
             store: setup.store,
+            startup: StartupSettings::of(&setup.config),
             config: setup.config,
+            storage: StorageChannels::new(RescueFile::for_database(&database_path)),
             database_path,
             first_database: Some(setup.database),
             policy: RestartPolicy::default(),
             children: BTreeMap::new(),
-            storage: StorageChannels::new(),
             broadcaster: setup.broadcaster,
             logs: setup.logs,
             heartbeats: HeartbeatSink::default(),
             board: HeartbeatBoard::default(),
             sources: HashMap::new(),
-            gateway_addr: None,
+            listener: setup.listener,
+            gateway_addr,
             next_generation: 0,
             started: Instant::now(),
             shutting_down: false,
-            fatal: Some(setup.fatal),
+            abandoned: AbandonedThreads::default(),
         }
     }
 
@@ -232,6 +298,15 @@ impl Supervisor {
                 ctx.cancel_future(timer);
             }
         }
+        let stuck = self.abandoned.of(id);
+        if stuck >= MAX_ABANDONED_PER_CHILD && id != ChildId::Gateway {
+            let error = format!(
+                "{stuck} threads of earlier incarnations are still stalled; not starting another until one ends"
+            );
+            tracing::error!(child = %id, %error, "child not started");
+            self.child_died(ctx, id, error);
+            return;
+        }
         let guard = self.guard(ctx, id);
         let generation = guard.generation();
         match self.spawn_child(ctx, id, guard) {
@@ -262,15 +337,17 @@ impl Supervisor {
                     Some(db) => db,
                     None => Database::open(&self.database_path).map_err(|e| e.to_string())?,
                 };
-                spawn_storage(
+                let retired = Arc::new(AtomicBool::new(false));
+                let thread = spawn_storage(
                     database,
                     &self.storage,
                     Self::storage_settings(&self.config),
                     self.heartbeats.clone(),
                     guard,
+                    retired.clone(),
                 )
                 .map_err(|e| format!("storage thread: {e}"))?;
-                Ok(Handle::Storage)
+                Ok(Handle::Storage { thread, retired })
             }
             ChildId::Monitor => {
                 let deps = MonitorDeps {
@@ -300,20 +377,9 @@ impl Supervisor {
                     broadcaster: self.broadcaster.clone(),
                     logs: self.logs.clone(),
                 };
-                // A restart binds the port the first start got (which
-                // matters when the config asked for port 0).
-                let addr = self
-                    .gateway_addr
-                    .unwrap_or_else(|| SocketAddr::new(self.config.bind, self.config.port));
-                let server = bind_server(deps, addr, GATEWAY_WORKERS)
-                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                let bound = server.addr();
-                if self.gateway_addr.is_none() {
-                    // The one line on stdout: scripts and tests read the
-                    // address from it (port 0 picks a free port).
-                    println!("listening on http://{bound}");
-                }
-                self.gateway_addr = Some(bound);
+                // Every incarnation serves the socket bound at start.
+                let server = serve_listener(deps, &self.listener, GATEWAY_WORKERS)
+                    .map_err(|e| format!("cannot serve {}: {e}", self.gateway_addr))?;
                 let addr = Gateway::new(
                     server,
                     self.broadcaster.clone(),
@@ -383,6 +449,38 @@ impl Supervisor {
         self.board.remove(child);
     }
 
+    /// Ends what is left of a dead or stalled incarnation: its thread is
+    /// stopped (a dead actor's arbiter thread would otherwise live on, one
+    /// leaked thread per death), and one that is blocked (`stalled`) is
+    /// retired, to end itself when it wakes, and counted until it does.
+    fn retire(&mut self, id: ChildId, handle: Handle, stalled: bool) {
+        match handle {
+            Handle::Datasource {
+                retired, arbiter, ..
+            } => {
+                retired.store(true, Ordering::Release);
+                if stalled {
+                    self.abandoned.arbiter(id, &arbiter);
+                }
+                arbiter.stop();
+            }
+            Handle::Monitor(_, arbiter) => {
+                if stalled {
+                    self.abandoned.arbiter(id, &arbiter);
+                }
+                arbiter.stop();
+            }
+            Handle::Storage { thread, retired } => {
+                retired.store(true, Ordering::Release);
+                if !thread.is_finished() {
+                    self.abandoned.thread(id, thread);
+                }
+            }
+            // The actor is gone; its server was stopped when it dropped.
+            Handle::Gateway(_) | Handle::None => {}
+        }
+    }
+
     /// Records a death and schedules the restart the policy decides.
     fn child_died(&mut self, ctx: &mut Context<Self>, id: ChildId, error: String) {
         let policy = self.policy;
@@ -391,7 +489,11 @@ impl Supervisor {
         };
         let ran_for = child.started_at.map_or(Duration::ZERO, |t| t.elapsed());
         child.last_error = Some(error.clone());
-        child.handle = Handle::None;
+        let handle = std::mem::replace(&mut child.handle, Handle::None);
+        self.retire(id, handle, false);
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
         let delay = match child.tracker.on_exit(&policy, Instant::now(), ran_for) {
             RestartDecision::RestartAfter(delay) => {
                 child.state = State::Restarting;
@@ -456,7 +558,7 @@ impl Supervisor {
                     let _ =
                         tokio::time::timeout(GATEWAY_STOP_TIMEOUT, addr.send(StopGateway)).await;
                 }
-                Handle::Storage | Handle::None => {}
+                Handle::Storage { .. } | Handle::None => {}
             }
         }
     }
@@ -475,7 +577,12 @@ impl Supervisor {
     }
 
     /// Builds the `/status` report.
-    pub(crate) fn status(&self) -> StatusReport {
+    pub(crate) fn status(&mut self) -> StatusReport {
+        let abandoned: BTreeMap<ChildId, usize> = self
+            .children
+            .keys()
+            .map(|id| (*id, self.abandoned.of(*id)))
+            .collect();
         let children = self
             .children
             .iter()
@@ -493,12 +600,15 @@ impl Supervisor {
                         .started_at_ms
                         .filter(|_| child.state == State::Running),
                     last_heartbeat: record.as_ref().map(|r| r.at_ms),
+                    abandoned_threads: abandoned.get(id).copied().unwrap_or(0),
                     metrics: record.map(|r| r.metrics).unwrap_or_default(),
                 }
             })
             .collect();
         StatusReport {
             uptime_s: self.started.elapsed().as_secs(),
+            threads: process_threads(),
+            abandoned_threads: self.abandoned.total(),
             children,
         }
     }
@@ -534,16 +644,11 @@ impl Supervisor {
         let new = self.config.clone();
         // The gateway checks the token of the config that now runs.
         self.token.set(new.api_token.clone());
-        let mut report = ApplyReport::default();
-        if old.port != new.port {
-            report.pending_restart.push("port");
-        }
-        if old.bind != new.bind {
-            report.pending_restart.push("bind");
-        }
-        if old.database_path != new.database_path {
-            report.pending_restart.push("database_path");
-        }
+        let mut report = ApplyReport {
+            // Compared with what runs, not with the last saved file.
+            pending_restart: self.startup.pending_in(&new),
+            ..ApplyReport::default()
+        };
         let storage = self.storage_handle();
         let storage_settings = Self::storage_settings(&new);
         let storage_changed = Self::storage_settings(&old) != storage_settings;
@@ -692,14 +797,8 @@ impl Actor for Supervisor {
         self.start_child(ctx, ChildId::Monitor);
         self.start_child(ctx, ChildId::Storage);
         self.start_child(ctx, ChildId::Gateway);
-        if self.gateway_addr.is_none() {
-            // Nothing to serve: without the port the process is useless,
-            // and a second copy is probably running.
-            if let Some(fatal) = self.fatal.take() {
-                let _ = fatal.send(1);
-            }
-            return;
-        }
+        // Nobody watches the monitor's heartbeats but the supervisor.
+        ctx.run_interval(HEARTBEAT_INTERVAL, |act, ctx| act.check_monitor(ctx));
         let enabled: Vec<ExchangeId> = self.config.enabled_exchanges().map(|(id, _)| id).collect();
         for exchange in enabled {
             self.start_child(ctx, ChildId::Datasource(exchange));
@@ -739,69 +838,163 @@ impl Handler<WorkerStalled> for Supervisor {
             return;
         }
         let error = format!(
-            "missed {} heartbeats (silent for {:.1} s)",
-            ohlcv_actors::MISSED_HEARTBEATS_LIMIT,
+            "missed {MISSED_HEARTBEATS_LIMIT} heartbeats (silent for {:.1} s)",
             msg.silent_for.as_secs_f64()
         );
-        // Retire the stalled incarnation: its thread may be blocked, so it
-        // cannot be asked to stop; it stops itself when it wakes up.
-        match std::mem::replace(&mut child.handle, Handle::None) {
-            Handle::Datasource {
-                retired, arbiter, ..
-            } => {
-                retired.store(true, Ordering::Release);
-                arbiter.stop();
-            }
-            Handle::Monitor(_, arbiter) => {
-                arbiter.stop();
-            }
-            // A stalled storage thread or gateway keeps running (it owns
-            // the queue or the port); the restart below replaces it once
-            // it exits, and its heartbeats are watched again.
-            other => child.handle = other,
+        if msg.child == ChildId::Gateway {
+            // The gateway actor shares the supervisor's thread (a stall
+            // there would stop this handler too); a silent gateway is one
+            // whose heartbeat timer died. Its server keeps answering, so it
+            // is left running and only reported.
+            tracing::error!(child = %msg.child, %error, "gateway heartbeats missing");
+            return;
         }
-        if matches!(child.handle, Handle::None) {
-            self.unwatch(msg.child);
-            self.child_died(ctx, msg.child, error);
-        } else {
-            tracing::error!(child = %msg.child, %error, "child stalled; it cannot be replaced while it holds its resources");
+        // Retire the stalled incarnation: its thread may be blocked, so it
+        // cannot be asked to stop; it stops itself when it wakes up. The
+        // replacement starts on a new thread, on the same queues.
+        let handle = std::mem::replace(&mut child.handle, Handle::None);
+        self.retire(msg.child, handle, true);
+        self.unwatch(msg.child);
+        self.child_died(ctx, msg.child, error);
+    }
+}
+
+impl Supervisor {
+    /// The monitor reports everybody's stalls but its own: its heartbeat
+    /// (the record it keeps on the board) is checked here.
+    fn check_monitor(&mut self, ctx: &mut Context<Self>) {
+        let Some(child) = self.children.get(&ChildId::Monitor) else {
+            return;
+        };
+        if self.shutting_down || child.state != State::Running {
+            return;
+        }
+        let limit = HEARTBEAT_INTERVAL * MISSED_HEARTBEATS_LIMIT;
+        let last_ms = self
+            .board
+            .get(ChildId::Monitor)
+            .filter(|r| r.generation == child.generation)
+            .map(|r| r.at_ms)
+            .or(child.started_at_ms)
+            .unwrap_or_else(now_ms);
+        let silent_for = Duration::from_millis(now_ms().saturating_sub(last_ms).max(0) as u64);
+        if silent_for > limit {
+            let generation = child.generation;
+            tracing::warn!(worker = %ChildId::Monitor, silent_s = silent_for.as_secs(), "worker missed its heartbeats");
+            Handler::<WorkerStalled>::handle(
+                self,
+                WorkerStalled {
+                    child: ChildId::Monitor,
+                    generation,
+                    silent_for,
+                },
+                ctx,
+            );
         }
     }
 }
 
-/// Stops everything in order: datasources, then storage (which flushes
-/// every queued candle), then the gateway and the monitor. Answers when
-/// done, with whether every candle was saved.
+/// Blocks a child's thread for a while, as a stuck disk or a bug would, to
+/// exercise stall handling. For tests only: no route or command of the API
+/// reaches it.
+#[doc(hidden)]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FreezeChild {
+    /// The monitor or storage (datasources stall through the simulated
+    /// exchange's `block_after_updates` fault).
+    pub child: ChildId,
+    /// How long.
+    pub duration: Duration,
+}
+
+impl Handler<FreezeChild> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FreezeChild, _: &mut Self::Context) {
+        match (msg.child, self.children.get(&msg.child).map(|c| &c.handle)) {
+            (ChildId::Storage, _) => self.storage.handle().freeze(msg.duration),
+            (ChildId::Monitor, Some(Handle::Monitor(addr, _))) => {
+                addr.do_send(FreezeMonitor(msg.duration));
+            }
+            _ => tracing::warn!(child = %msg.child, "cannot freeze this child"),
+        }
+    }
+}
+
+/// Stops everything in order, within [`SHUTDOWN_BUDGET`]: datasources
+/// (their last updates handed over), then storage (every queued candle
+/// written, or put in the rescue file), then the gateway and the monitor.
+/// Answers how the candles ended.
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "FlushOutcome")]
 pub struct Shutdown;
 
 impl Handler<Shutdown> for Supervisor {
-    type Result = ResponseActFuture<Self, bool>;
+    type Result = ResponseActFuture<Self, FlushOutcome>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
-        tracing::info!("shutting down");
+        tracing::info!(
+            budget_ms = SHUTDOWN_BUDGET.as_millis() as u64,
+            "shutting down"
+        );
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
+        // A storage thread waiting for its restart is started now: it is
+        // the one that can write the queue.
+        if self
+            .children
+            .get(&ChildId::Storage)
+            .is_some_and(|c| c.state != State::Running)
+        {
+            self.start_child(ctx, ChildId::Storage);
+        }
         let (_, datasources_stopped) = self.stop_datasources(ctx);
         self.shutting_down = true;
         let storage = self.storage_handle();
+        let channels = self.storage.clone();
         let gateway = self.stop_child(ctx, ChildId::Gateway);
         let monitor = self.stop_child(ctx, ChildId::Monitor);
         Box::pin(
             async move {
-                datasources_stopped.await;
-                let saved = match storage.shutdown().await {
-                    Ok(rows) => {
-                        tracing::info!(rows, success = true, "every queued candle saved");
-                        true
+                let handed_over = deadline - (SHUTDOWN_BUDGET - SHUTDOWN_DATASOURCE_BUDGET);
+                if tokio::time::timeout_at(handed_over, datasources_stopped)
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("datasources did not stop in time; storage goes on without their last updates");
+                }
+                let flushed_by = deadline - SHUTDOWN_RESERVE;
+                let outcome = match tokio::time::timeout_at(
+                    flushed_by,
+                    storage.shutdown(flushed_by.into_std()),
+                )
+                .await
+                {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, "storage could not flush; rescuing the queue");
+                        channels.rescue_everything()
                     }
-                    Err(error) => {
-                        tracing::error!(%error, "queued candles could not all be saved");
-                        false
+                    Err(_) => {
+                        tracing::error!("storage did not answer in time; rescuing the queue");
+                        channels.rescue_everything()
                     }
                 };
-                gateway.await;
-                monitor.await;
-                saved
+                match outcome {
+                    FlushOutcome::Saved { rows } => {
+                        tracing::info!(rows, success = true, "every queued candle saved")
+                    }
+                    FlushOutcome::Rescued { candles } => {
+                        tracing::error!(candles, "candles kept in the rescue file")
+                    }
+                    FlushOutcome::Lost { candles } => tracing::error!(candles, "candles lost"),
+                }
+                let _ = tokio::time::timeout_at(deadline, async {
+                    gateway.await;
+                    monitor.await;
+                })
+                .await;
+                outcome
             }
             .into_actor(self),
         )

@@ -1,17 +1,23 @@
 //! The supervisor in-process, with a short restart policy: a child that
 //! keeps dying is marked failed, reported, and retried on the slow
-//! schedule, while the rest of the process carries on.
+//! schedule, while the rest of the process carries on; dead children leave
+//! no thread behind, and stalled ones are replaced, counted and bounded.
 
 use std::time::{Duration, Instant};
 
+use actix::Addr;
 use ohlcv_actors::control::{Control, StatusReport};
 use ohlcv_actors::gateway::broadcast::Broadcaster;
 use ohlcv_actors::gateway::logs::LogHistory;
 use ohlcv_actors::lifecycle::install_panic_capture;
+use ohlcv_actors::lifecycle::ChildId;
+use ohlcv_actors::storage::FlushOutcome;
 use ohlcv_domain::config::ConfigStore;
 use ohlcv_storage::Database;
 use ohlcv_supervisors::policy::RestartPolicy;
-use ohlcv_supervisors::{Shutdown, Supervisor, SupervisorControl, SupervisorSetup};
+use ohlcv_supervisors::{
+    FreezeChild, Shutdown, Supervisor, SupervisorControl, SupervisorSetup, MAX_ABANDONED_PER_CHILD,
+};
 
 /// Polls the supervisor's status until `pred` holds, or fails after 30 s.
 async fn status_until(
@@ -41,39 +47,52 @@ fn child<'a>(
     status.children.iter().find(|c| c.name == name)
 }
 
-#[actix_rt::test]
-async fn a_child_that_keeps_dying_is_marked_failed_and_retried_on_the_slow_schedule() {
-    install_panic_capture();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.json");
-    let config = serde_json::json!({
-        "exchanges": {"simulated": {"enabled": true, "symbols": ["BTCUSDT"],
-            "simulation": {"updates_per_second": 200,
-                           "faults": {"panic_after_updates": 5, "repeat": true}}}},
-        "intervals": ["1m"], "bootstrap_load": 10, "batch_interval": 100, "port": 0
-    });
-    std::fs::write(&path, config.to_string()).unwrap();
-    let store = ConfigStore::new(&path);
-    let config = store.load().unwrap();
-    let database = Database::open(&config.resolved_database_path(&store.dir())).unwrap();
-    let (fatal, _fatal) = tokio::sync::oneshot::channel();
-    let policy = RestartPolicy {
+/// A short restart policy, so tests see several restarts in seconds.
+fn quick_policy() -> RestartPolicy {
+    RestartPolicy {
         initial_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(300),
         intensity: 3,
         period: Duration::from_secs(60),
         stable_after: Duration::from_secs(60),
-    };
+    }
+}
+
+/// Starts a supervisor on `config` (a config file's JSON) in a temp dir.
+fn start(
+    config: serde_json::Value,
+    policy: RestartPolicy,
+) -> (Addr<Supervisor>, SupervisorControl, tempfile::TempDir) {
+    install_panic_capture();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let store = ConfigStore::new(&path);
+    let config = store.load().unwrap();
+    let database = Database::open(&config.resolved_database_path(&store.dir())).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (supervisor, control) = Supervisor::new(SupervisorSetup {
         store,
         config,
         database,
         broadcaster: Broadcaster::new(),
         logs: LogHistory::default(),
-        fatal,
+        listener,
     })
     .with_policy(policy)
     .start_with_control();
+    (supervisor, control, dir)
+}
+
+#[actix_rt::test]
+async fn a_child_that_keeps_dying_is_marked_failed_and_retried_on_the_slow_schedule() {
+    let config = serde_json::json!({
+        "exchanges": {"simulated": {"enabled": true, "symbols": ["BTCUSDT"],
+            "simulation": {"updates_per_second": 200,
+                           "faults": {"panic_after_updates": 5, "repeat": true}}}},
+        "intervals": ["1m"], "bootstrap_load": 10, "batch_interval": 100, "port": 0
+    });
+    let (supervisor, control, _dir) = start(config, quick_policy());
 
     let failed = status_until(&control, "the datasource to be marked failed", |s| {
         child(s, "simulated").is_some_and(|c| c.state == "failed")
@@ -107,7 +126,170 @@ async fn a_child_that_keeps_dying_is_marked_failed_and_retried_on_the_slow_sched
     .await;
 
     assert!(
-        supervisor.send(Shutdown).await.unwrap(),
+        matches!(
+            supervisor.send(Shutdown).await.unwrap(),
+            FlushOutcome::Saved { .. }
+        ),
         "queued candles saved"
     );
+}
+
+/// A config with the simulated exchange and no faults.
+fn quiet_config(batch_interval: u64) -> serde_json::Value {
+    serde_json::json!({
+        "exchanges": {"simulated": {"enabled": true, "symbols": ["BTCUSDT", "ETHUSDT"],
+            "simulation": {"updates_per_second": 50}}},
+        "intervals": ["1m"], "bootstrap_load": 10, "batch_interval": batch_interval, "port": 0
+    })
+}
+
+#[actix_rt::test]
+async fn a_stalled_monitor_is_replaced_and_its_thread_counted_until_it_ends() {
+    let (supervisor, control, _dir) = start(quiet_config(100), quick_policy());
+    status_until(&control, "the monitor to run", |s| {
+        child(s, "monitor").is_some_and(|c| c.state == "running")
+    })
+    .await;
+    supervisor
+        .send(FreezeChild {
+            child: ChildId::Monitor,
+            duration: Duration::from_secs(14),
+        })
+        .await
+        .unwrap();
+
+    let replaced = status_until(&control, "the stalled monitor to be replaced", |s| {
+        child(s, "monitor").is_some_and(|c| c.restarts == 1 && c.state == "running")
+    })
+    .await;
+    let monitor = child(&replaced, "monitor").unwrap();
+    assert!(
+        monitor
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("heartbeats"),
+        "{monitor:?}"
+    );
+    assert_eq!(monitor.abandoned_threads, 1, "{replaced:?}");
+    assert_eq!(replaced.abandoned_threads, 1);
+    // The new monitor watches again: its own record moves on.
+    status_until(&control, "the new monitor's heartbeat", |s| {
+        child(s, "monitor").is_some_and(|c| c.last_heartbeat.is_some())
+    })
+    .await;
+    // Once the frozen thread wakes, it ends and is no longer counted.
+    status_until(&control, "the frozen monitor thread to end", |s| {
+        s.abandoned_threads == 0
+    })
+    .await;
+    assert!(matches!(
+        supervisor.send(Shutdown).await.unwrap(),
+        FlushOutcome::Saved { .. }
+    ));
+}
+
+#[actix_rt::test]
+async fn a_stalled_storage_thread_is_replaced_on_the_same_queue() {
+    let (supervisor, control, dir) = start(quiet_config(100), quick_policy());
+    status_until(&control, "storage to run", |s| {
+        child(s, "storage").is_some_and(|c| c.state == "running")
+    })
+    .await;
+    supervisor
+        .send(FreezeChild {
+            child: ChildId::Storage,
+            duration: Duration::from_secs(14),
+        })
+        .await
+        .unwrap();
+    let replaced = status_until(&control, "the stalled storage thread to be replaced", |s| {
+        child(s, "storage").is_some_and(|c| c.restarts == 1 && c.state == "running")
+    })
+    .await;
+    assert_eq!(child(&replaced, "storage").unwrap().abandoned_threads, 1);
+
+    // The replacement writes while the old thread is still frozen.
+    let db_path = dir.path().join("data/ohlcv.db");
+    let stored = || {
+        Database::open(&db_path)
+            .and_then(|db| db.series())
+            .map(|series| series.iter().map(|s| s.count).sum::<u64>())
+            .unwrap_or(0)
+    };
+    let before = stored();
+    status_until(&control, "the new storage thread to write", |s| {
+        child(s, "storage").is_some_and(|c| c.abandoned_threads == 1) && stored() > before
+    })
+    .await;
+    status_until(&control, "the frozen storage thread to end", |s| {
+        s.abandoned_threads == 0
+    })
+    .await;
+    assert!(matches!(
+        supervisor.send(Shutdown).await.unwrap(),
+        FlushOutcome::Saved { .. }
+    ));
+}
+
+#[actix_rt::test]
+async fn a_child_whose_stalled_threads_reach_the_bound_is_not_started_again() {
+    let (supervisor, control, _dir) = start(quiet_config(100), quick_policy());
+    for stall in 1..=MAX_ABANDONED_PER_CHILD as u32 {
+        status_until(&control, "the monitor to run", |s| {
+            child(s, "monitor").is_some_and(|c| c.state == "running" && c.restarts == stall - 1)
+        })
+        .await;
+        supervisor
+            .send(FreezeChild {
+                child: ChildId::Monitor,
+                duration: Duration::from_secs(60),
+            })
+            .await
+            .unwrap();
+    }
+    let refused = status_until(&control, "the monitor to be refused a new thread", |s| {
+        child(s, "monitor").is_some_and(|c| {
+            c.state != "running"
+                && c.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("still stalled"))
+        })
+    })
+    .await;
+    assert_eq!(refused.abandoned_threads, MAX_ABANDONED_PER_CHILD);
+    assert!(matches!(
+        supervisor.send(Shutdown).await.unwrap(),
+        FlushOutcome::Saved { .. }
+    ));
+}
+
+#[actix_rt::test]
+async fn a_shutdown_with_a_stuck_storage_thread_rescues_the_queue_within_the_budget() {
+    // Batches an hour apart: every candle is still queued at the shutdown.
+    let (supervisor, control, dir) = start(quiet_config(3_600_000), quick_policy());
+    status_until(&control, "candles to be queued", |s| {
+        child(s, "storage").is_some_and(|c| {
+            c.metrics
+                .get("queued")
+                .and_then(|q| q.as_u64())
+                .is_some_and(|q| q > 0)
+        })
+    })
+    .await;
+    supervisor
+        .send(FreezeChild {
+            child: ChildId::Storage,
+            duration: Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+    let outcome = supervisor.send(Shutdown).await.unwrap();
+    let FlushOutcome::Rescued { candles } = outcome else {
+        panic!("expected the queue in the rescue file, got {outcome:?}");
+    };
+    assert!(candles > 0);
+    let rescue = ohlcv_storage::rescue::path_for(&dir.path().join("data/ohlcv.db"));
+    let lines = std::fs::read_to_string(&rescue).unwrap().lines().count();
+    assert!(lines >= candles, "{lines} lines for {candles} candles");
 }

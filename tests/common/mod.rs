@@ -140,6 +140,11 @@ impl Collector {
         }
     }
 
+    /// The process id, for signals and resource limits.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the collector wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()

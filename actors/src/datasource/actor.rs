@@ -35,7 +35,7 @@ const SINK_RETRY_PERIOD: Duration = Duration::from_millis(100);
 const HISTORY_CHUNK: i64 = 10_000;
 /// How long a stopping datasource waits for room in the storage channel
 /// for its last updates; the storage thread drains thousands a millisecond.
-const STOP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+const STOP_DRAIN_TIMEOUT: Duration = Duration::from_millis(1_500);
 
 /// What a datasource collects.
 #[derive(Debug, Clone, PartialEq, Eq)]

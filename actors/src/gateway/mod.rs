@@ -1,6 +1,6 @@
 //! The gateway: HTTP API and WebSocket for UI clients.
 //!
-//! - [`bind_server`] builds and binds the actix-web server ([`http`] routes,
+//! - [`bind_server`] / [`serve_listener`] build the actix-web server ([`http`] routes,
 //!   [`ws`] sessions) over the shared [`GatewayDeps`];
 //! - [`Gateway`] is the supervised actor around it: it drives the server,
 //!   reports an unexpected end of the server as an early stop, sends
@@ -90,8 +90,24 @@ pub fn bind_server(
     addr: SocketAddr,
     workers: usize,
 ) -> std::io::Result<BoundServer> {
+    serve_listener(deps, &std::net::TcpListener::bind(addr)?, workers)
+}
+
+/// Builds the HTTP server on a listener bound beforehand, serving a
+/// duplicate of it: the caller keeps `listener` open, so the port stays
+/// held across a restart of the gateway (nobody else can take it, and
+/// connections made meanwhile wait in the backlog).
+///
+/// # Errors
+/// The OS error if the listener cannot be duplicated or used.
+pub fn serve_listener(
+    deps: GatewayDeps,
+    listener: &std::net::TcpListener,
+    workers: usize,
+) -> std::io::Result<BoundServer> {
     let (close_sessions, closing) = watch::channel(false);
     let closing = SessionClosing(closing);
+    let bound = listener.local_addr()?;
     let server = HttpServer::new(move || {
         let deps = deps.clone();
         let closing = closing.clone();
@@ -100,12 +116,7 @@ pub fn bind_server(
     .disable_signals()
     .workers(workers.max(1))
     .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
-    .bind(addr)?;
-    let bound = server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or_else(|| std::io::Error::other(format!("binding {addr} gave no address")))?;
+    .listen(listener.try_clone()?)?;
     Ok(BoundServer {
         server: server.run(),
         addr: bound,

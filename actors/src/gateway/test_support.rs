@@ -10,6 +10,7 @@ use actix::prelude::*;
 use async_trait::async_trait;
 use ohlcv_domain::config::{ApiToken, Config, ExchangeConfig};
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
+use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::Database;
 use tempfile::TempDir;
 
@@ -131,6 +132,8 @@ impl Control for MockControl {
         self.record("status".into())?;
         Ok(StatusReport {
             uptime_s: 42,
+            threads: Some(12),
+            abandoned_threads: 0,
             children: vec![ChildStatus {
                 name: "storage".into(),
                 state: "running".into(),
@@ -138,6 +141,7 @@ impl Control for MockControl {
                 last_error: None,
                 started_at: Some(1_704_277_020_000),
                 last_heartbeat: None,
+                abandoned_threads: 0,
                 metrics: serde_json::Map::new(),
             }],
         })
@@ -212,7 +216,7 @@ pub(crate) struct Harness {
 pub(crate) fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(&dir.path().join("gateway.db")).unwrap();
-    let channels = StorageChannels::new();
+    let channels = StorageChannels::new(RescueFile::for_database(db.path()));
     let (exit_recorder, exits) = recorder::<ChildExited>();
     let exit_sink = exit_recorder.recipient();
     spawn_storage(
@@ -224,6 +228,7 @@ pub(crate) fn harness() -> Harness {
         },
         HeartbeatSink::default(),
         LifeGuard::new(ChildId::Storage, 1, exit_sink.clone()),
+        Arc::default(),
     )
     .unwrap();
     let control = Arc::new(MockControl::new());

@@ -1,14 +1,38 @@
 //! The side of the storage actor that other actors hold.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 use ohlcv_domain::{Candle, SeriesKey};
+use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::{CandleQuery, CandleQueue, SeriesSummary, StorageError};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::worker::{Request, StorageSettings};
+use super::MAX_SINK_OVERFLOW;
+
+/// How a shutdown of the storage thread ended: what the exit code of the
+/// process reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushOutcome {
+    /// Every queued candle is in the database.
+    Saved {
+        /// Rows written by the final flush.
+        rows: usize,
+    },
+    /// The database refused; the candles are in the rescue file, written
+    /// into the database at the next start.
+    Rescued {
+        /// Candles put in the rescue file.
+        candles: usize,
+    },
+    /// Neither the database nor the rescue file took them.
+    Lost {
+        /// Candles that will be gone when the process exits.
+        candles: usize,
+    },
+}
 
 /// Why a request to the storage thread got no answer from the database.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +67,11 @@ pub struct StorageStats {
     pub rows_deleted: u64,
     /// Database file size including WAL, in bytes.
     pub db_size_bytes: u64,
+    /// Closed candles moved to the rescue file while the database failed
+    /// (the queue had reached its bound), since start.
+    pub spilled: u64,
+    /// Candles written back from the rescue file since start.
+    pub replayed: u64,
 }
 
 /// The handle to the storage thread that every other actor holds. Cheap to
@@ -51,6 +80,7 @@ pub struct StorageStats {
 pub struct StorageHandle {
     pub(super) candles: Sender<Candle>,
     pub(super) requests: Sender<Request>,
+    pub(super) rescue: RescueFile,
 }
 
 impl StorageHandle {
@@ -130,14 +160,25 @@ impl StorageHandle {
             .await
     }
 
-    /// Drains every candle sent so far, writes the queue (retrying for a
-    /// while if the database refuses) and ends the thread. Answers the
-    /// number of rows written.
+    /// Drains every candle sent so far, writes the queue (retrying a
+    /// refusing database until `deadline`, then using the rescue file),
+    /// checkpoints the WAL and ends the thread.
     ///
     /// # Errors
-    /// [`StorageRequestError`]; `Failed` means candles could not be saved.
-    pub async fn shutdown(&self) -> Result<usize, StorageRequestError> {
-        Ok(self.ask(|reply| Request::Shutdown { reply }).await??)
+    /// [`StorageRequestError::Busy`] or [`StorageRequestError::Gone`]; the
+    /// caller should then rescue the queue itself
+    /// ([`super::StorageChannels::rescue_everything`]).
+    pub async fn shutdown(&self, deadline: Instant) -> Result<FlushOutcome, StorageRequestError> {
+        self.ask(|reply| Request::Shutdown { deadline, reply })
+            .await
+    }
+
+    /// Blocks the storage thread for `duration`, as a stuck disk or a
+    /// runaway query would. For tests of stall handling only: no route or
+    /// command of the API reaches it.
+    #[doc(hidden)]
+    pub fn freeze(&self, duration: Duration) {
+        let _ = self.requests.try_send(Request::Freeze { duration });
     }
 
     async fn ask<T>(
@@ -157,11 +198,14 @@ impl StorageHandle {
 /// thread and without losing any: when the channel is full, updates wait
 /// in a local latest-wins queue (bounded by the number of distinct candles,
 /// not by the update rate) and are retried on the next submit or
-/// [`retry`](CandleSink::retry).
+/// [`retry`](CandleSink::retry). Past [`MAX_SINK_OVERFLOW`] candles (the
+/// storage thread has been stuck for long), the closed ones go to the
+/// rescue file, written into the database once it is back.
 pub struct CandleSink {
     handle: StorageHandle,
     overflow: CandleQueue,
     overflowed: u64,
+    spilled: u64,
 }
 
 impl CandleSink {
@@ -171,6 +215,7 @@ impl CandleSink {
             handle,
             overflow: CandleQueue::default(),
             overflowed: 0,
+            spilled: 0,
         }
     }
 
@@ -218,8 +263,9 @@ impl CandleSink {
     }
 
     /// Hands every kept update over, waiting up to `timeout` in total for
-    /// room. Only for a stopping datasource, whose thread has nothing else
-    /// to do; answers how many updates could not be handed over.
+    /// room, and puts what still does not fit in the rescue file. Only for
+    /// a stopping datasource, whose thread has nothing else to do; answers
+    /// how many updates are lost (neither handed over nor rescued).
     pub fn drain_blocking(&mut self, timeout: Duration) -> usize {
         let deadline = std::time::Instant::now() + timeout;
         let mut kept = self.overflow.take_all().into_iter();
@@ -232,11 +278,34 @@ impl CandleSink {
         for candle in kept {
             self.overflow.push(candle);
         }
-        self.overflow.len()
+        let left = self.overflow.take_all();
+        if let Err(error) = self.handle.rescue.append(&left) {
+            tracing::error!(%error, lost = left.len(), "updates of a stopping datasource could not be kept");
+            return left.len();
+        }
+        0
+    }
+
+    /// Candles this sink moved to the rescue file since start.
+    pub fn spilled(&self) -> u64 {
+        self.spilled
     }
 
     fn keep(&mut self, candle: Candle) {
         self.overflowed += 1;
         self.overflow.push(candle);
+        if self.overflow.len() >= MAX_SINK_OVERFLOW {
+            let closed = self.overflow.take_closed();
+            match self.handle.rescue.append(&closed) {
+                Ok(()) => self.spilled += closed.len() as u64,
+                Err(error) => {
+                    tracing::error!(%error, kept = self.overflow.len() + closed.len(),
+                        "storage stuck and the rescue file refused; keeping updates in memory");
+                    for candle in closed {
+                        self.overflow.push(candle);
+                    }
+                }
+            }
+        }
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! Candle updates arrive on a bounded channel and wait in a latest-wins
 //! queue ([`CandleQueue`](ohlcv_storage::CandleQueue)); every `batch_interval` the queue is written in
-//! one transaction. A failed write (locked, busy or failing database) puts
-//! the batch back and retries with backoff: nothing is dropped. Reads
-//! (`/ohlcv`) merge the queue over the database, so the newest candles are
-//! never missing. On shutdown everything queued is flushed before the
-//! thread ends.
+//! one transaction, and leaves the queue only once committed. A failed
+//! write (locked, busy or failing database) keeps the batch and retries
+//! with backoff: nothing is dropped. Memory stays bounded through a long
+//! outage: past [`MAX_QUEUED_CANDLES`] the closed candles move to the
+//! rescue file (append-only, fsynced) and are written back as soon as the
+//! database takes writes again. Reads (`/ohlcv`) merge the queue over the
+//! database, so the newest candles are never missing. On shutdown
+//! everything queued is flushed, or rescued, before the thread ends.
 //!
 //! Both channels and the queue outlive the thread: if it dies, the
 //! supervisor starts a new one on the same channels and queue, and what was
@@ -15,7 +18,7 @@
 mod handle;
 mod worker;
 
-pub use handle::{CandleSink, StorageHandle, StorageRequestError, StorageStats};
+pub use handle::{CandleSink, FlushOutcome, StorageHandle, StorageRequestError, StorageStats};
 pub use worker::{spawn_storage, StorageChannels, StorageSettings};
 
 /// Candle updates the channel holds before senders are told it is full.
@@ -28,3 +31,13 @@ pub const CANDLE_CHANNEL_CAPACITY: usize = 65_536;
 /// Requests (reads, flushes, admin) the channel holds; beyond this a caller
 /// is answered "busy" at once rather than queued behind a stuck thread.
 pub const REQUEST_CHANNEL_CAPACITY: usize = 1_024;
+
+/// Distinct candles the storage queue holds before it writes early (a
+/// healthy database) or moves its closed candles to the rescue file (a
+/// failing one). About 150 bytes each: some 30 MiB, a day of one-minute
+/// candles for 140 series.
+pub const MAX_QUEUED_CANDLES: usize = 200_000;
+
+/// Distinct candles a datasource keeps for a stuck storage thread before
+/// moving the closed ones to the rescue file (see [`CandleSink`]).
+pub const MAX_SINK_OVERFLOW: usize = 50_000;

@@ -1,19 +1,20 @@
 //! The storage thread itself: its loop, its timers and its requests.
 
 use std::ops::ControlFlow;
-use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver};
 use ohlcv_domain::{Candle, SeriesKey};
+use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::{
     merge_overlay, CandleQuery, CandleQueue, Database, SeriesSummary, StorageError,
 };
 use tokio::sync::oneshot;
 
-use super::handle::{StorageHandle, StorageStats};
-use super::{CANDLE_CHANNEL_CAPACITY, REQUEST_CHANNEL_CAPACITY};
+use super::handle::{FlushOutcome, StorageHandle, StorageStats};
+use super::{CANDLE_CHANNEL_CAPACITY, MAX_QUEUED_CANDLES, REQUEST_CHANNEL_CAPACITY};
 use crate::lifecycle::{ChildId, CpuMeter, Heartbeat, HeartbeatSink, LifeGuard};
 use crate::HEARTBEAT_INTERVAL;
 
@@ -22,9 +23,6 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
 /// Longest wait between retries of a failing write: a database that comes
 /// back is used within half a minute, and a dead one is not hammered.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
-/// How long shutdown keeps retrying a failing write before giving up; a
-/// process manager typically waits 10 s or more between SIGTERM and SIGKILL.
-const SHUTDOWN_FLUSH_DEADLINE: Duration = Duration::from_secs(8);
 /// Candle updates handled before the loop checks its timers again, so that
 /// a flood cannot postpone a batch write indefinitely.
 const DRAIN_BURST: usize = 4_096;
@@ -65,7 +63,11 @@ pub(super) enum Request {
         reply: oneshot::Sender<()>,
     },
     Shutdown {
-        reply: oneshot::Sender<Result<usize, StorageError>>,
+        deadline: Instant,
+        reply: oneshot::Sender<FlushOutcome>,
+    },
+    Freeze {
+        duration: Duration,
     },
 }
 
@@ -81,21 +83,17 @@ pub struct StorageChannels {
     stats: Arc<Mutex<StorageStats>>,
 }
 
-impl Default for StorageChannels {
-    fn default() -> Self {
-        StorageChannels::new()
-    }
-}
-
 impl StorageChannels {
-    /// Fresh, empty channels and queue.
-    pub fn new() -> Self {
+    /// Fresh, empty channels and queue, spilling into `rescue` (the rescue
+    /// file of the database the storage thread writes).
+    pub fn new(rescue: RescueFile) -> Self {
         let (candle_tx, candles) = bounded(CANDLE_CHANNEL_CAPACITY);
         let (request_tx, requests) = bounded(REQUEST_CHANNEL_CAPACITY);
         StorageChannels {
             handle: StorageHandle {
                 candles: candle_tx,
                 requests: request_tx,
+                rescue,
             },
             candles,
             requests,
@@ -108,9 +106,29 @@ impl StorageChannels {
     pub fn handle(&self) -> StorageHandle {
         self.handle.clone()
     }
+
+    /// Puts every candle still waiting (in the channel and in the queue)
+    /// into the rescue file, without the storage thread.
+    ///
+    /// The last resort of a shutdown whose storage thread did not answer in
+    /// time (blocked, dead, or still restarting): the queue keeps every
+    /// candle until its write commits, so nothing the thread may be writing
+    /// right now is missing here. A candle both committed by that thread
+    /// and rescued is simply written twice, to the same value.
+    pub fn rescue_everything(&self) -> FlushOutcome {
+        let mut queue = lock(&self.queue);
+        for candle in self.candles.try_iter() {
+            queue.push(candle);
+        }
+        rescue_queue(&mut queue, &self.handle.rescue)
+    }
 }
 
 /// Starts the storage thread on `channels` with an opened database.
+///
+/// Once `retired` is set (the supervisor gave up on a blocked thread and
+/// started another on the same channels) the thread ends as soon as it
+/// wakes up, leaving the queue to its successor.
 ///
 /// # Errors
 /// The OS error if the thread cannot be created.
@@ -120,6 +138,7 @@ pub fn spawn_storage(
     settings: StorageSettings,
     heartbeats: HeartbeatSink,
     guard: LifeGuard,
+    retired: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let worker = Worker {
         db,
@@ -127,6 +146,8 @@ pub fn spawn_storage(
         requests: channels.requests.clone(),
         queue: channels.queue.clone(),
         stats: channels.stats.clone(),
+        rescue: channels.handle.rescue.clone(),
+        retired,
         settings,
         heartbeats,
         next_flush: Instant::now() + settings.batch_interval,
@@ -146,6 +167,8 @@ struct Worker {
     requests: Receiver<Request>,
     queue: Arc<Mutex<CandleQueue>>,
     stats: Arc<Mutex<StorageStats>>,
+    rescue: RescueFile,
+    retired: Arc<AtomicBool>,
     settings: StorageSettings,
     heartbeats: HeartbeatSink,
     next_flush: Instant,
@@ -160,6 +183,12 @@ impl Worker {
     fn run(mut self) {
         tracing::info!(path = %self.db.path().display(), "storage started");
         loop {
+            if self.retired.load(Ordering::Acquire) {
+                tracing::warn!(
+                    "retired storage thread woke up; leaving the queue to its successor"
+                );
+                return;
+            }
             let deadline = self.next_flush.min(self.next_heartbeat);
             let timeout = deadline.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
@@ -167,11 +196,11 @@ impl Worker {
                     Ok(candle) => self.accept(candle),
                     // Every handle is gone: nobody can ask for a shutdown,
                     // so flush and end.
-                    Err(_) => { let _ = self.flush_for_shutdown(); return; }
+                    Err(_) => { self.shut_down(Instant::now() + HEARTBEAT_INTERVAL); return; }
                 },
                 recv(self.requests) -> request => match request {
                     Ok(request) => if self.handle(request).is_break() { return },
-                    Err(_) => { let _ = self.flush_for_shutdown(); return; }
+                    Err(_) => { self.shut_down(Instant::now() + HEARTBEAT_INTERVAL); return; }
                 },
                 default(timeout) => {}
             }
@@ -191,6 +220,40 @@ impl Worker {
         queue.push(first);
         for candle in self.candles.try_iter().take(DRAIN_BURST) {
             queue.push(candle);
+        }
+        drop(queue);
+        self.keep_queue_bounded();
+    }
+
+    /// Keeps the queue under [`MAX_QUEUED_CANDLES`]: while the database
+    /// takes writes, by writing now rather than at the next batch; while it
+    /// fails, by moving the closed candles to the rescue file, replayed when
+    /// it recovers. Only if even the rescue file refuses does the queue keep
+    /// growing: nothing is dropped while there is memory.
+    fn keep_queue_bounded(&mut self) {
+        if lock(&self.queue).len() < MAX_QUEUED_CANDLES {
+            return;
+        }
+        if self.retry_delay.is_none() {
+            let _ = self.flush();
+            return;
+        }
+        let mut queue = lock(&self.queue);
+        let closed = queue.take_closed();
+        match self.rescue.append(&closed) {
+            Ok(()) => {
+                drop(queue);
+                lock(&self.stats).spilled += closed.len() as u64;
+                tracing::warn!(candles = closed.len(), file = %self.rescue.path().display(),
+                    "database still failing; closed candles moved to the rescue file until it recovers");
+            }
+            Err(error) => {
+                for candle in closed {
+                    queue.push(candle);
+                }
+                tracing::error!(%error, queued = queue.len(),
+                    "database failing and the rescue file refused; the queue keeps growing");
+            }
         }
     }
 
@@ -234,9 +297,16 @@ impl Worker {
                     .min(Instant::now() + settings.batch_interval);
                 let _ = reply.send(());
             }
-            Request::Shutdown { reply } => {
-                let _ = reply.send(self.flush_for_shutdown());
+            Request::Shutdown { deadline, reply } => {
+                let _ = reply.send(self.shut_down(deadline));
                 return ControlFlow::Break(());
+            }
+            Request::Freeze { duration } => {
+                tracing::warn!(
+                    ms = duration.as_millis() as u64,
+                    "storage thread frozen on request"
+                );
+                std::thread::sleep(duration);
             }
         }
         ControlFlow::Continue(())
@@ -307,35 +377,34 @@ impl Worker {
     }
 
     /// Writes the queue in one transaction, then applies retention to the
-    /// series written. On failure the batch goes back into the queue (newer
-    /// updates that arrived meanwhile win) and a retry is scheduled.
+    /// series written; candles a failing database left in the rescue file
+    /// go first (they are older). The batch leaves the queue only once it
+    /// is committed: on failure it is simply still there, and a retry is
+    /// scheduled.
     fn flush(&mut self) -> Result<usize, StorageError> {
-        let batch = lock(&self.queue).take_all();
-        if batch.is_empty() {
-            self.schedule_next_flush();
-            return Ok(0);
-        }
         let started = Instant::now();
-        // A panic while writing must not lose the batch: put it back in the
-        // shared queue, then let the thread die so the supervisor restarts
-        // it on the same queue.
-        let written =
-            match std::panic::catch_unwind(AssertUnwindSafe(|| self.db.insert_batch(&batch))) {
-                Ok(written) => written,
-                Err(panic) => {
-                    lock(&self.queue).restore(batch);
-                    std::panic::resume_unwind(panic);
-                }
-            };
-        match written {
-            Ok(rows) => {
+        let result = self.replay_rescue().and_then(|replayed| {
+            let batch = lock(&self.queue).snapshot();
+            if batch.is_empty() {
+                return Ok((replayed, batch));
+            }
+            // A panic while writing leaves the queue untouched; the thread
+            // dies and the supervisor restarts it on the same queue.
+            let rows = self.db.insert_batch(&batch)?;
+            lock(&self.queue).remove_written(&batch);
+            Ok((replayed + rows, batch))
+        });
+        match result {
+            Ok((rows, batch)) => {
                 let deleted = self.apply_retention(&batch);
                 let mut stats = lock(&self.stats);
-                stats.flushes += 1;
-                stats.rows_written += rows as u64;
+                if rows > 0 {
+                    stats.flushes += 1;
+                    stats.rows_written += rows as u64;
+                    stats.last_flush_ms = started.elapsed().as_secs_f64() * 1000.0;
+                }
                 stats.rows_deleted += deleted;
                 stats.last_error = None;
-                stats.last_flush_ms = started.elapsed().as_secs_f64() * 1000.0;
                 drop(stats);
                 if self.retry_delay.take().is_some() {
                     tracing::info!(rows, success = true, "storage writes recovered");
@@ -344,8 +413,7 @@ impl Worker {
                 Ok(rows)
             }
             Err(error) => {
-                let queued = batch.len();
-                lock(&self.queue).restore(batch);
+                let queued = lock(&self.queue).len();
                 let delay = self
                     .retry_delay
                     .map_or(FIRST_RETRY_DELAY, |d| (d * 2).min(MAX_RETRY_DELAY));
@@ -360,6 +428,21 @@ impl Worker {
                 Err(error)
             }
         }
+    }
+
+    /// Writes back the candles a failing database sent to the rescue file.
+    fn replay_rescue(&mut self) -> Result<usize, StorageError> {
+        if !self.rescue.is_pending() {
+            return Ok(0);
+        }
+        let imported = self.rescue.replay_into(&mut self.db)?;
+        lock(&self.stats).replayed += imported.candles as u64;
+        tracing::info!(
+            candles = imported.candles,
+            rejected_lines = imported.rejected_lines,
+            "candles of the rescue file written back"
+        );
+        Ok(imported.candles)
     }
 
     fn apply_retention(&mut self, batch: &[Candle]) -> u64 {
@@ -377,22 +460,25 @@ impl Worker {
         deleted
     }
 
-    fn flush_for_shutdown(&mut self) -> Result<usize, StorageError> {
+    /// The last work of the thread: writes everything queued, retrying a
+    /// failing database until `deadline`, then puts whatever is left in the
+    /// rescue file, and checkpoints the WAL so the main database file alone
+    /// holds every candle.
+    fn shut_down(&mut self, deadline: Instant) -> FlushOutcome {
         self.drain_channel();
-        let deadline = Instant::now() + SHUTDOWN_FLUSH_DEADLINE;
         let mut total = 0;
-        loop {
+        let outcome = loop {
             match self.flush() {
                 Ok(rows) => {
                     total += rows;
                     if lock(&self.queue).is_empty() {
                         tracing::info!(rows = total, success = true, "storage flushed");
-                        return Ok(total);
+                        break FlushOutcome::Saved { rows: total };
                     }
                 }
                 Err(error) if Instant::now() >= deadline => {
-                    self.rescue(&error);
-                    return Err(error);
+                    tracing::error!(%error, "database refused the final write");
+                    break rescue_queue(&mut lock(&self.queue), &self.rescue);
                 }
                 Err(_) => {
                     let wait = self
@@ -402,21 +488,11 @@ impl Worker {
                     std::thread::park_timeout(wait);
                 }
             }
+        };
+        if let Err(error) = self.db.checkpoint() {
+            tracing::warn!(%error, "WAL not checkpointed at shutdown; ohlcv.db needs its -wal file");
         }
-    }
-
-    /// The database refused the final write: put the queue in the rescue
-    /// file, imported at the next start, rather than lose it.
-    fn rescue(&mut self, error: &StorageError) {
-        let candles = lock(&self.queue).take_all();
-        match ohlcv_storage::rescue::write(self.db.path(), &candles) {
-            Ok(path) => tracing::error!(%error, candles = candles.len(), file = %path.display(),
-                "database refused the final write; candles kept in the rescue file, imported at the next start"),
-            Err(rescue_error) => {
-                tracing::error!(%error, %rescue_error, lost = candles.len(), "candles lost: neither the database nor the rescue file could be written");
-                lock(&self.queue).restore(candles);
-            }
-        }
+        outcome
     }
 
     fn schedule_next_flush(&mut self) {
@@ -437,6 +513,32 @@ impl Worker {
             generation: self.guard.generation(),
             metrics,
         });
+    }
+}
+
+/// Moves everything in `queue` to the rescue file; on failure the queue
+/// keeps it, and the outcome says how many candles are lost if the process
+/// now exits.
+fn rescue_queue(queue: &mut CandleQueue, rescue: &RescueFile) -> FlushOutcome {
+    let candles = queue.take_all();
+    if candles.is_empty() {
+        return FlushOutcome::Saved { rows: 0 };
+    }
+    match rescue.append(&candles) {
+        Ok(()) => {
+            tracing::error!(candles = candles.len(), file = %rescue.path().display(),
+                "candles kept in the rescue file, written at the next start");
+            FlushOutcome::Rescued {
+                candles: candles.len(),
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, lost = candles.len(),
+                "candles lost: neither the database nor the rescue file could be written");
+            let lost = candles.len();
+            queue.restore(candles);
+            FlushOutcome::Lost { candles: lost }
+        }
     }
 }
 

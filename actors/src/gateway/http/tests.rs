@@ -600,7 +600,8 @@ async fn ohlcv_returns_stored_and_queued_candles_in_ascending_order() {
 async fn a_missing_storage_thread_is_unavailable() {
     let Harness { mut deps, .. } = harness();
     // Channels without a thread: dropping them leaves a handle to nobody.
-    deps.storage = StorageChannels::new().handle();
+    let rescue = ohlcv_storage::rescue::RescueFile::for_database(std::path::Path::new("unused.db"));
+    deps.storage = StorageChannels::new(rescue).handle();
     let app = app(deps).await;
     let message = error(
         &call(&app, get("/ohlcv/simulated/BTCUSDT/1m")).await,
