@@ -493,7 +493,7 @@ impl Supervisor {
                         .started_at_ms
                         .filter(|_| child.state == State::Running),
                     last_heartbeat: record.as_ref().map(|r| r.at_ms),
-                    metrics: record.map(|r| r.metrics).unwrap_or_default(),
+                    metrics: record.map(|r| r.metrics),
                 }
             })
             .collect();

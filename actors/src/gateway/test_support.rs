@@ -138,7 +138,7 @@ impl Control for MockControl {
                 last_error: None,
                 started_at: Some(1_704_277_020_000),
                 last_heartbeat: None,
-                metrics: serde_json::Map::new(),
+                metrics: None,
             }],
         })
     }
