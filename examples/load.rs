@@ -14,7 +14,7 @@
 //!   the server says it dropped for them;
 //! - process CPU (utime + stime from `/proc/<pid>/stat`, as % of one core),
 //!   and RSS (`VmRSS`, sampled every 500 ms: at the start, peak, final);
-//! - storage batch writes (`flushes`, `last_flush_ms`, the queue left);
+//! - storage batch writes (`flushes`, `lastFlushMs`, the queue left);
 //! - `GET /ohlcv/simulated/BTCUSDT/<interval>?limit=1000` latency
 //!   (p50/p99/max) from a thread asking in a loop;
 //!
@@ -47,6 +47,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use clap::Parser;
+use ohlcv_actors::metrics::{DatasourceMetrics, GatewayMetrics, StorageMetrics};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -406,7 +408,7 @@ impl Collector {
     /// A snapshot of `/status`, with the children that matter here.
     fn status(&self) -> anyhow::Result<Status> {
         let status = self.get_json("/status")?;
-        let child = |name: &str| {
+        let entry = |name: &str| {
             status["children"]
                 .as_array()
                 .and_then(|children| children.iter().find(|c| c["name"] == name))
@@ -414,9 +416,9 @@ impl Collector {
                 .unwrap_or(Value::Null)
         };
         Ok(Status {
-            simulated: child("simulated"),
-            storage: child("storage"),
-            gateway: child("gateway"),
+            simulated: ChildStatus::read(entry("simulated"))?,
+            storage: ChildStatus::read(entry("storage"))?,
+            gateway: ChildStatus::read(entry("gateway"))?,
         })
     }
 
@@ -490,25 +492,60 @@ impl LogTail {
 
 /// The `/status` entries the harness reads.
 struct Status {
-    simulated: Value,
-    storage: Value,
-    gateway: Value,
+    simulated: ChildStatus<DatasourceMetrics>,
+    storage: ChildStatus<StorageMetrics>,
+    gateway: ChildStatus<GatewayMetrics>,
 }
 
-/// `child["metrics"][name]` as a number (0 when absent).
-fn metric(child: &Value, name: &str) -> f64 {
-    child["metrics"][name].as_f64().unwrap_or(0.0)
+/// One `/status` entry: when its last heartbeat arrived and the metrics it
+/// carried, as the struct of the child's kind.
+struct ChildStatus<M> {
+    /// When its last heartbeat arrived, UTC ms.
+    last_heartbeat: Option<i64>,
+    /// `None` before the first heartbeat (or for a child not running).
+    metrics: Option<M>,
+    /// The entry as served, for error messages.
+    raw: Value,
 }
 
-/// Per-second rate of counter `name` of a child between two `/status`
+impl<M: DeserializeOwned> ChildStatus<M> {
+    /// Reads `entry` (`null` for a child absent from `/status`).
+    ///
+    /// # Errors
+    /// Metrics that are not those of the child's kind.
+    fn read(entry: Value) -> anyhow::Result<Self> {
+        let metrics = &entry["metrics"];
+        let metrics = if metrics.is_null() || metrics.as_object().is_some_and(|m| m.is_empty()) {
+            None
+        } else {
+            Some(
+                serde_json::from_value(metrics.clone())
+                    .with_context(|| format!("metrics of {}", entry["name"]))?,
+            )
+        };
+        Ok(ChildStatus {
+            last_heartbeat: entry["last_heartbeat"].as_i64(),
+            metrics,
+            raw: entry,
+        })
+    }
+}
+
+/// `figure` of a child's metrics (0 before its first heartbeat).
+fn metric<M>(child: &ChildStatus<M>, figure: impl Fn(&M) -> f64) -> f64 {
+    child.metrics.as_ref().map_or(0.0, figure)
+}
+
+/// Per-second rate of `counter` of a child between two `/status`
 /// snapshots, over the time between their heartbeats (the counters are
 /// those of the last heartbeat, every 3 s); `None` without a new heartbeat.
-fn rate(first: &Value, last: &Value, name: &str) -> Option<f64> {
-    let (a, b) = (
-        first["last_heartbeat"].as_i64()?,
-        last["last_heartbeat"].as_i64()?,
-    );
-    (b > a).then(|| (metric(last, name) - metric(first, name)) / ((b - a) as f64 / 1000.0))
+fn rate<M>(
+    first: &ChildStatus<M>,
+    last: &ChildStatus<M>,
+    counter: impl Fn(&M) -> f64,
+) -> Option<f64> {
+    let (a, b) = (first.last_heartbeat?, last.last_heartbeat?);
+    (b > a).then(|| (metric(last, &counter) - metric(first, &counter)) / ((b - a) as f64 / 1000.0))
 }
 
 // ---------------------------------------------------------------------------
@@ -944,14 +981,19 @@ fn measure(options: &Options, collector: &mut Collector) -> anyhow::Result<Repor
     let deadline = Instant::now() + Duration::from_secs(options.startup_timeout);
     loop {
         let status = collector.status()?;
-        if status.simulated["metrics"]["state"] == "streaming" {
+        if status
+            .simulated
+            .metrics
+            .as_ref()
+            .is_some_and(|m| m.state == "streaming")
+        {
             break;
         }
         ensure!(
             Instant::now() < deadline,
             "the datasource was not streaming after {} s: {}",
             options.startup_timeout,
-            status.simulated
+            status.simulated.raw
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -1011,14 +1053,14 @@ fn measure(options: &Options, collector: &mut Collector) -> anyhow::Result<Repor
     let last = collector.status()?;
     let load_after = load_average();
 
-    let updates_per_s = rate(&first.simulated, &last.simulated, "updates");
-    let published_per_s = rate(&first.gateway, &last.gateway, "published");
+    let updates_per_s = rate(&first.simulated, &last.simulated, |m| m.updates as f64);
+    let published_per_s = rate(&first.gateway, &last.gateway, |m| m.published as f64);
     let series = options.symbols as f64 * options.intervals.len() as f64;
     let cpu_percent = 100.0 * (cpu_end - cpu_start).as_secs_f64() / elapsed.as_secs_f64();
     let harness_cpu_percent = harness_cpu_start
         .zip(harness_cpu_end)
         .map(|(a, b)| 100.0 * (b - a).as_secs_f64() / elapsed.as_secs_f64());
-    let storage_pending_end = metric(&last.simulated, "storagePending");
+    let storage_pending_end = metric(&last.simulated, |m| m.storage_pending as f64);
 
     eprintln!("load: sending SIGTERM");
     terminating.store(true, Ordering::Relaxed);
@@ -1039,7 +1081,8 @@ fn measure(options: &Options, collector: &mut Collector) -> anyhow::Result<Repor
             }
         })
         .collect::<Vec<_>>();
-    let gateway_clients = metric(&last.gateway, "clients");
+    let gateway_clients = metric(&last.gateway, |m| m.clients as f64);
+    let flushes = |m: &StorageMetrics| m.stats.flushes as f64;
     Ok(Report {
         window: elapsed,
         updates_per_s,
@@ -1056,13 +1099,15 @@ fn measure(options: &Options, collector: &mut Collector) -> anyhow::Result<Repor
         clients,
         published_per_s,
         gateway_clients,
-        flushes: metric(&last.storage, "flushes"),
-        flushes_in_window: metric(&last.storage, "flushes") - metric(&first.storage, "flushes"),
-        last_flush_ms: metric(&last.storage, "last_flush_ms"),
-        rows_written_per_s: rate(&first.storage, &last.storage, "rows_written"),
-        storage_queued: metric(&last.storage, "queued"),
-        failed_flushes: metric(&last.storage, "failed_flushes"),
-        db_size_bytes: metric(&last.storage, "db_size_bytes"),
+        flushes: metric(&last.storage, flushes),
+        flushes_in_window: metric(&last.storage, flushes) - metric(&first.storage, flushes),
+        last_flush_ms: metric(&last.storage, |m| m.stats.last_flush_ms),
+        rows_written_per_s: rate(&first.storage, &last.storage, |m| {
+            m.stats.rows_written as f64
+        }),
+        storage_queued: metric(&last.storage, |m| m.stats.queued as f64),
+        failed_flushes: metric(&last.storage, |m| m.stats.failed_flushes as f64),
+        db_size_bytes: metric(&last.storage, |m| m.stats.db_size_bytes as f64),
         ohlcv,
         shutdown,
         exit,

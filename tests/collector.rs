@@ -5,6 +5,8 @@ mod common;
 
 use common::simulator::{assert_exact_and_contiguous, from_row, key, step_of};
 use common::{file_bytes, simulated_config, wait_for, Collector, PATIENCE};
+use ohlcv_actors::metrics::{DatasourceMetrics, GatewayMetrics, MonitorMetrics, StorageMetrics};
+use ohlcv_actors::storage::StorageStats;
 use ohlcv_domain::Interval;
 use serde_json::{json, Value};
 
@@ -60,8 +62,8 @@ fn restarted_datasource(collector: &Collector) -> Value {
         let child = collector.child_status("simulated")?;
         (child["restarts"].as_u64()? >= 1
             && child["state"] == "running"
-            && metric(&child, "updates") > 0)
-            .then_some(child)
+            && datasource_metrics(&child).is_some_and(|m| m.updates > 0))
+        .then_some(child)
     })
 }
 
@@ -72,8 +74,16 @@ fn assert_both_series_exact(collector: &Collector) {
     }
 }
 
-fn metric(child: &Value, name: &str) -> u64 {
-    child["metrics"][name].as_u64().unwrap_or(0)
+/// The datasource's counters in its `/status` entry; `None` before its
+/// first heartbeat.
+fn datasource_metrics(child: &Value) -> Option<DatasourceMetrics> {
+    common::metrics(child)
+}
+
+/// The storage thread's counters in its `/status` entry; `None` before its
+/// first heartbeat.
+fn storage_stats(child: &Value) -> Option<StorageStats> {
+    common::metrics::<StorageMetrics>(child).map(|m| m.stats)
 }
 
 #[test]
@@ -110,15 +120,6 @@ fn serves_backfilled_and_live_candles_over_http_and_websocket() {
         assert!(data[field].is_number(), "{field} missing in {candle}");
     }
     assert!(data["closed"].is_boolean());
-
-    let metrics = ws.wait_for("worker_metrics", PATIENCE, |m| {
-        m["type"] == "worker_metrics" && m["data"]["simulated"].is_object()
-    });
-    let simulated = &metrics["data"]["simulated"];
-    assert!(simulated["cpuUser"].is_string(), "{metrics}");
-    assert!(simulated["heapUsed"].is_number(), "{metrics}");
-    assert!(simulated["timestamp"].is_number(), "{metrics}");
-    assert!(metrics["data"]["storage"].is_object(), "{metrics}");
 
     let info = ws.wait_for("system_info", PATIENCE, |m| m["type"] == "system_info");
     let data = &info["data"];
@@ -177,13 +178,12 @@ fn sigterm_saves_every_candle_with_its_last_values() {
         (seen >= 40 && last_seen.len() == 2).then_some(())
     });
     let storage = wait_for("the storage queue to hold the history", PATIENCE, || {
-        let storage = collector.child_status("storage")?;
-        (metric(&storage, "queued") >= 240).then_some(storage)
+        let stats = storage_stats(&collector.child_status("storage")?)?;
+        (stats.queued >= 240).then_some(stats)
     });
     assert_eq!(
-        metric(&storage, "flushes"),
-        0,
-        "nothing is written before the stop: {storage}"
+        storage.flushes, 0,
+        "nothing is written before the stop: {storage:?}"
     );
 
     let (exit, stderr, dir) = collector.terminate();
@@ -237,8 +237,8 @@ fn dropped_and_silent_streams_reconnect() {
     ));
     let child = wait_for("two reconnects", PATIENCE, || {
         let child = collector.child_status("simulated")?;
-        (metric(&child, "reconnects") >= 2 && child["metrics"]["state"] == "streaming")
-            .then_some(child)
+        let metrics = datasource_metrics(&child)?;
+        (metrics.reconnects >= 2 && metrics.state == "streaming").then_some(child)
     });
     assert_eq!(
         child["restarts"], 0,
@@ -662,12 +662,12 @@ fn slow_clients_do_not_slow_the_collector() {
     }));
     let _stuck = collector.ws();
     let before = wait_for("updates", PATIENCE, || {
-        let child = collector.child_status("simulated")?;
-        (metric(&child, "updates") > 0).then(|| metric(&child, "updates"))
+        let updates = datasource_metrics(&collector.child_status("simulated")?)?.updates;
+        (updates > 0).then_some(updates)
     });
     wait_for("updates to keep flowing", PATIENCE, || {
-        let child = collector.child_status("simulated")?;
-        (metric(&child, "updates") > before + 10_000).then_some(())
+        let updates = datasource_metrics(&collector.child_status("simulated")?)?.updates;
+        (updates > before + 10_000).then_some(())
     });
     assert_eq!(collector.get("/health").0, 200);
 }
@@ -676,32 +676,31 @@ fn slow_clients_do_not_slow_the_collector() {
 fn a_locked_database_keeps_the_queue_and_loses_nothing() {
     let collector = Collector::start(&simulated_config(|c| c["batch_interval"] = json!(200)));
     wait_for("a first batch write", PATIENCE, || {
-        let storage = collector.child_status("storage")?;
-        (metric(&storage, "flushes") >= 1).then_some(())
+        let stats = storage_stats(&collector.child_status("storage")?)?;
+        (stats.flushes >= 1).then_some(())
     });
     // Another process takes the write lock, as a backup tool or a careless
     // sqlite3 shell would.
     let locker = rusqlite::Connection::open(collector.database_path()).unwrap();
     locker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let storage = wait_for("failed writes to be reported", PATIENCE, || {
-        let storage = collector.child_status("storage")?;
-        (metric(&storage, "failed_flushes") >= 2 && metric(&storage, "queued") > 0)
-            .then_some(storage)
+        let stats = storage_stats(&collector.child_status("storage")?)?;
+        (stats.failed_flushes >= 2 && stats.queued > 0).then_some(stats)
     });
     assert!(
-        storage["metrics"]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("locked"),
-        "{storage}"
+        storage
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("locked")),
+        "{storage:?}"
     );
     // Reads still see every candle, queued ones included.
     assert_both_series_exact(&collector);
     locker.execute_batch("ROLLBACK").unwrap();
     drop(locker);
     wait_for("writes to recover", PATIENCE, || {
-        let storage = collector.child_status("storage")?;
-        storage["metrics"]["last_error"].is_null().then_some(())
+        let stats = storage_stats(&collector.child_status("storage")?)?;
+        stats.last_error.is_none().then_some(())
     });
     let (exit, stderr, dir) = collector.terminate();
     assert!(exit.success(), "{stderr}");
@@ -804,8 +803,8 @@ fn candles_the_database_refuses_at_shutdown_come_back_at_the_next_start() {
         c["batch_interval"] = json!(3_600_000)
     }));
     wait_for("the history in the queue", PATIENCE, || {
-        let storage = collector.child_status("storage")?;
-        (metric(&storage, "queued") >= 240).then_some(())
+        let stats = storage_stats(&collector.child_status("storage")?)?;
+        (stats.queued >= 240).then_some(())
     });
     // The database stays locked through the whole shutdown.
     let locker = rusqlite::Connection::open(collector.database_path()).unwrap();
@@ -850,8 +849,8 @@ fn candles_neither_the_database_nor_the_disk_takes_exit_with_their_own_code() {
         c["batch_interval"] = json!(3_600_000)
     }));
     wait_for("the history in the queue", PATIENCE, || {
-        let storage = collector.child_status("storage")?;
-        (metric(&storage, "queued") >= 240).then_some(())
+        let stats = storage_stats(&collector.child_status("storage")?)?;
+        (stats.queued >= 240).then_some(())
     });
     let locker = rusqlite::Connection::open(collector.database_path()).unwrap();
     locker.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -876,8 +875,8 @@ fn candles_neither_the_database_nor_the_disk_takes_exit_with_their_own_code() {
 fn after_a_clean_exit_the_database_file_alone_is_a_backup() {
     let collector = Collector::start(&simulated_config(|_| {}));
     wait_for("the history stored", PATIENCE, || {
-        let storage = collector.child_status("storage")?;
-        (metric(&storage, "rows_written") >= 240).then_some(())
+        let stats = storage_stats(&collector.child_status("storage")?)?;
+        (stats.rows_written >= 240).then_some(())
     });
     // A backup taken while running, as the README says.
     let backup_while_running = collector.dir.path().join("running-backup.db");
@@ -909,6 +908,43 @@ fn after_a_clean_exit_the_database_file_alone_is_a_backup() {
             backed_up.len()
         );
         assert_exact_and_contiguous(SEED, &backed_up);
+    }
+}
+
+/// What every worker's metrics carry, in `/status` and `worker_metrics`
+/// alike: the seed's `cpuUser` and `heapUsed`, a timestamp, camelCase keys
+/// only, and the fields of the worker's kind.
+fn assert_worker_metrics(worker: &str, metrics: &Value) {
+    let keys = metrics
+        .as_object()
+        .unwrap_or_else(|| panic!("{worker}: metrics are not an object: {metrics}"));
+    assert!(
+        metrics["cpuUser"]
+            .as_str()
+            .is_some_and(|s| s.parse::<f64>().is_ok()),
+        "{worker}: {metrics}"
+    );
+    assert!(
+        metrics["heapUsed"].as_u64().is_some_and(|bytes| bytes > 0),
+        "{worker}: {metrics}"
+    );
+    assert!(
+        metrics["timestamp"].as_i64().is_some_and(|t| t > 0),
+        "{worker}: {metrics}"
+    );
+    let snake_case: Vec<_> = keys.keys().filter(|k| k.contains('_')).collect();
+    assert!(
+        snake_case.is_empty(),
+        "{worker}: {snake_case:?} in {metrics}"
+    );
+    let decoded = match worker {
+        "storage" => serde_json::from_value::<StorageMetrics>(metrics.clone()).map(drop),
+        "monitor" => serde_json::from_value::<MonitorMetrics>(metrics.clone()).map(drop),
+        "gateway" => serde_json::from_value::<GatewayMetrics>(metrics.clone()).map(drop),
+        _ => serde_json::from_value::<DatasourceMetrics>(metrics.clone()).map(drop),
+    };
+    if let Err(error) = decoded {
+        panic!("{worker}: {error}: {metrics}");
     }
 }
 
@@ -948,4 +984,33 @@ fn a_usage_error_exits_with_clap_code_only() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn every_worker_reports_cpu_and_memory_in_camel_case() {
+    let collector = Collector::start(&simulated_config(|_| {}));
+    let workers = ["storage", "monitor", "gateway", "simulated"];
+    let children = wait_for("a heartbeat from every child", PATIENCE, || {
+        let (_, status) = collector.get("/status");
+        let children = status["children"].as_array()?.clone();
+        children
+            .iter()
+            .all(|c| c["last_heartbeat"].is_i64())
+            .then_some(children)
+    });
+    let names: Vec<_> = children.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, workers);
+    for child in &children {
+        assert_worker_metrics(child["name"].as_str().unwrap(), &child["metrics"]);
+    }
+
+    let mut ws = collector.ws();
+    let message = ws.wait_for("worker_metrics of every worker", PATIENCE, |m| {
+        m["type"] == "worker_metrics" && workers.iter().all(|w| m["data"][w].is_object())
+    });
+    let data = message["data"].as_object().unwrap();
+    assert_eq!(data.len(), workers.len(), "{message}");
+    for (worker, metrics) in data {
+        assert_worker_metrics(worker, metrics);
+    }
 }

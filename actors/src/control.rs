@@ -8,7 +8,10 @@
 use async_trait::async_trait;
 use ohlcv_domain::config::{ApiToken, Config, ExchangeConfig};
 use ohlcv_domain::{ExchangeId, Symbol};
-use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use crate::metrics::WorkerMetrics;
 
 /// Why a command was refused or failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -63,8 +66,22 @@ pub struct ChildStatus {
     /// Threads of earlier incarnations that stalled and have not ended
     /// yet (they cannot be joined while blocked); bounded, see the README.
     pub abandoned_threads: usize,
-    /// Its own counters from the last heartbeat.
-    pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// Its own counters from the last heartbeat of this incarnation;
+    /// `{}` until there is one, as before these were typed.
+    #[serde(serialize_with = "empty_object_when_absent")]
+    pub metrics: Option<WorkerMetrics>,
+}
+
+/// Serialises absent metrics as `{}`, so a client reading
+/// `children[i].metrics.cpuUser` gets nothing instead of failing on `null`.
+fn empty_object_when_absent<S: Serializer>(
+    metrics: &Option<WorkerMetrics>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match metrics {
+        Some(metrics) => metrics.serialize(serializer),
+        None => serializer.serialize_map(Some(0))?.end(),
+    }
 }
 
 /// What `/status` and the `status` command answer.
@@ -172,4 +189,43 @@ pub trait Control: Send + Sync + 'static {
     /// supervisor is gone); the gateway then refuses the command instead of
     /// letting it through.
     async fn api_token(&self) -> Result<Option<ApiToken>, ControlError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{CommonMetrics, MonitorMetrics};
+
+    fn child(metrics: Option<WorkerMetrics>) -> serde_json::Value {
+        serde_json::to_value(ChildStatus {
+            name: "monitor".into(),
+            state: "running".into(),
+            restarts: 0,
+            last_error: None,
+            started_at: None,
+            last_heartbeat: None,
+            abandoned_threads: 0,
+            metrics,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn metrics_are_the_workers_own_or_an_empty_object_before_a_heartbeat() {
+        assert_eq!(child(None)["metrics"], serde_json::json!({}));
+        let monitor = MonitorMetrics {
+            common: CommonMetrics {
+                cpu_user: "0.50".into(),
+                heap_used: 1 << 20,
+                timestamp: 1_704_277_020_000,
+            },
+            watched: 3,
+            clients: 0,
+        };
+        assert_eq!(
+            child(Some(WorkerMetrics::Monitor(monitor)))["metrics"],
+            serde_json::json!({"cpuUser": "0.50", "heapUsed": 1 << 20,
+                "timestamp": 1_704_277_020_000_i64, "watched": 3, "clients": 0})
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //!   arbiter, and the exchange adapters behind the [`MarketSource`] trait;
 //! - [`storage`]: the thread that owns SQLite;
 //! - [`monitor`]: heartbeats, worker metrics, system info;
+//! - [`metrics`]: what each worker reports in its heartbeat;
 //! - [`gateway`]: HTTP API and WebSocket for UI clients;
 //! - [`lifecycle`]: what every supervised child shares (identity, death
 //!   reporting, heartbeats);
@@ -17,6 +18,7 @@ pub mod control;
 pub mod datasource;
 pub mod gateway;
 pub mod lifecycle;
+pub mod metrics;
 pub mod monitor;
 pub mod storage;
 

@@ -155,7 +155,7 @@ pub struct Heartbeat {
     /// Which incarnation.
     pub generation: u64,
     /// The child's metrics, as shown in `worker_metrics` and `/status`.
-    pub metrics: serde_json::Map<String, serde_json::Value>,
+    pub metrics: crate::metrics::WorkerMetrics,
 }
 
 /// Where children send their heartbeats: the current monitor, whichever

@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sysinfo::{Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::gateway::broadcast::Broadcaster;
 use crate::gateway::protocol::ServerMessage;
 use crate::lifecycle::{ChildId, CpuMeter, Heartbeat, LifeGuard};
+use crate::metrics::{CommonMetrics, MonitorMetrics, WorkerMetrics};
 use crate::{HEARTBEAT_INTERVAL, MISSED_HEARTBEATS_LIMIT};
 
 /// How often `worker_metrics` is published (seed 004: every 3 s).
@@ -33,7 +34,7 @@ pub struct HeartbeatRecord {
     /// Arrival time, UTC ms.
     pub at_ms: i64,
     /// The child's metrics.
-    pub metrics: Map<String, Value>,
+    pub metrics: WorkerMetrics,
 }
 
 /// Last heartbeats by child. Shared between the monitor (which writes it)
@@ -175,31 +176,31 @@ impl Monitor {
 
     /// The monitor reports on itself too, so `/status` shows it alive.
     fn record_own_heartbeat(&mut self) {
-        let mut own = Map::new();
-        own.insert("cpuUser".into(), format!("{:.2}", self.cpu.sample()).into());
-        own.insert("watched".into(), self.watched.len().into());
-        own.insert("clients".into(), self.deps.broadcaster.clients().into());
-        own.insert("timestamp".into(), ohlcv_domain::time::now_ms().into());
+        let own = MonitorMetrics {
+            common: CommonMetrics::now(self.cpu.sample()),
+            watched: self.watched.len(),
+            clients: self.deps.broadcaster.clients(),
+        };
         self.deps.board.insert(
             ChildId::Monitor,
             HeartbeatRecord {
                 generation: self.guard.generation(),
                 at_ms: ohlcv_domain::time::now_ms(),
-                metrics: own,
+                metrics: WorkerMetrics::Monitor(own),
             },
         );
     }
 
     fn publish_worker_metrics(&mut self) {
         self.record_own_heartbeat();
-        let mut data = Map::new();
+        let mut data = BTreeMap::new();
         for (child, record) in self.deps.board.snapshot() {
             let current = self
                 .watched
                 .get(&child)
                 .is_some_and(|w| w.generation == record.generation);
             if current || child == ChildId::Monitor {
-                data.insert(child.to_string(), Value::Object(record.metrics));
+                data.insert(child, record.metrics);
             }
         }
         self.deps

@@ -601,7 +601,7 @@ impl Supervisor {
                         .filter(|_| child.state == State::Running),
                     last_heartbeat: record.as_ref().map(|r| r.at_ms),
                     abandoned_threads: abandoned.get(id).copied().unwrap_or(0),
-                    metrics: record.map(|r| r.metrics).unwrap_or_default(),
+                    metrics: record.map(|r| r.metrics),
                 }
             })
             .collect();

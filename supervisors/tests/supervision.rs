@@ -11,6 +11,7 @@ use ohlcv_actors::gateway::broadcast::Broadcaster;
 use ohlcv_actors::gateway::logs::LogHistory;
 use ohlcv_actors::lifecycle::install_panic_capture;
 use ohlcv_actors::lifecycle::ChildId;
+use ohlcv_actors::metrics::WorkerMetrics;
 use ohlcv_actors::storage::FlushOutcome;
 use ohlcv_domain::config::ConfigStore;
 use ohlcv_storage::Database;
@@ -269,12 +270,9 @@ async fn a_shutdown_with_a_stuck_storage_thread_rescues_the_queue_within_the_bud
     // Batches an hour apart: every candle is still queued at the shutdown.
     let (supervisor, control, dir) = start(quiet_config(3_600_000), quick_policy());
     status_until(&control, "candles to be queued", |s| {
-        child(s, "storage").is_some_and(|c| {
-            c.metrics
-                .get("queued")
-                .and_then(|q| q.as_u64())
-                .is_some_and(|q| q > 0)
-        })
+        child(s, "storage").is_some_and(
+            |c| matches!(&c.metrics, Some(WorkerMetrics::Storage(m)) if m.stats.queued > 0),
+        )
     })
     .await;
     supervisor

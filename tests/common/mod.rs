@@ -313,6 +313,17 @@ impl WsClient {
     }
 }
 
+/// The metrics in a `/status` child entry, as the struct of its kind;
+/// `None` before the child's first heartbeat (`{}`). Metrics that do not
+/// decode as `M` fail the test, naming the entry.
+pub fn metrics<M: serde::de::DeserializeOwned>(child: &Value) -> Option<M> {
+    let metrics = &child["metrics"];
+    if metrics.as_object().is_some_and(|m| m.is_empty()) {
+        return None;
+    }
+    Some(serde_json::from_value(metrics.clone()).unwrap_or_else(|error| panic!("{error}: {child}")))
+}
+
 /// Reads the whole file, for before/after comparisons.
 pub fn file_bytes(path: &Path) -> Vec<u8> {
     let mut bytes = Vec::new();

@@ -9,13 +9,13 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use ohlcv_domain::time::now_ms;
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
-use serde_json::{Map, Value};
 
 use super::series::SeriesState;
 use super::source::{ExchangeError, MarketSource};
 use crate::gateway::broadcast::Broadcaster;
 use crate::gateway::protocol::{ReloadProgress, ServerMessage};
-use crate::lifecycle::{process_rss_bytes, ChildId, CpuMeter, Heartbeat, HeartbeatSink, LifeGuard};
+use crate::lifecycle::{ChildId, CpuMeter, Heartbeat, HeartbeatSink, LifeGuard};
+use crate::metrics::{CommonMetrics, DatasourceMetrics, WorkerMetrics};
 use crate::storage::{CandleSink, StorageHandle};
 use crate::HEARTBEAT_INTERVAL;
 
@@ -482,32 +482,25 @@ impl Datasource {
 
     fn heartbeat(&mut self) {
         let c = &self.counters;
-        let mut metrics = Map::new();
-        metrics.insert("cpuUser".into(), format!("{:.2}", self.cpu.sample()).into());
-        metrics.insert("heapUsed".into(), process_rss_bytes().unwrap_or(0).into());
-        metrics.insert("timestamp".into(), now_ms().into());
-        metrics.insert("state".into(), self.phase.as_str().into());
-        metrics.insert("series".into(), self.series.len().into());
-        metrics.insert("updates".into(), c.updates.into());
-        metrics.insert("candlesClosed".into(), c.candles_closed.into());
-        metrics.insert("historyCandles".into(), c.history_candles.into());
-        metrics.insert("reconnects".into(), c.reconnects.into());
-        metrics.insert("gapFills".into(), c.gap_fills.into());
-        metrics.insert("rejected".into(), c.rejected.into());
-        metrics.insert("storagePending".into(), self.sink.pending().into());
-        metrics.insert("startedAt".into(), self.started_ms.into());
-        metrics.insert(
-            "lastMessageAgoMs".into(),
-            (self.last_message.elapsed().as_millis() as u64).into(),
-        );
-        metrics.insert(
-            "lastError".into(),
-            c.last_error.clone().map_or(Value::Null, Value::from),
-        );
+        let metrics = DatasourceMetrics {
+            common: CommonMetrics::now(self.cpu.sample()),
+            state: self.phase.as_str().into(),
+            series: self.series.len(),
+            updates: c.updates,
+            candles_closed: c.candles_closed,
+            history_candles: c.history_candles,
+            reconnects: c.reconnects,
+            gap_fills: c.gap_fills,
+            rejected: c.rejected,
+            storage_pending: self.sink.pending(),
+            started_at: self.started_ms,
+            last_message_ago_ms: self.last_message.elapsed().as_millis() as u64,
+            last_error: c.last_error.clone(),
+        };
         self.deps.heartbeats.send(Heartbeat {
             child: ChildId::Datasource(self.exchange),
             generation: self.guard.generation(),
-            metrics,
+            metrics: WorkerMetrics::Datasource(metrics),
         });
     }
 }

@@ -38,6 +38,7 @@ use crate::control::Control;
 use crate::lifecycle::{
     stat_cpu_seconds_named, ChildId, CpuMeter, Heartbeat, HeartbeatSink, LifeGuard,
 };
+use crate::metrics::{CommonMetrics, GatewayMetrics, WorkerMetrics};
 use crate::storage::StorageHandle;
 use crate::HEARTBEAT_INTERVAL;
 
@@ -160,19 +161,16 @@ impl Gateway {
     }
 
     fn heartbeat(&mut self) {
-        let mut metrics = serde_json::Map::new();
-        metrics.insert("clients".into(), self.broadcaster.clients().into());
-        metrics.insert("published".into(), self.broadcaster.published().into());
-        metrics.insert("address".into(), self.addr.to_string().into());
-        metrics.insert(
-            "cpuUser".into(),
-            format!("{:.2}", self.cpu.sample_from(server_cpu_seconds())).into(),
-        );
-        metrics.insert("timestamp".into(), ohlcv_domain::time::now_ms().into());
+        let metrics = GatewayMetrics {
+            common: CommonMetrics::now(self.cpu.sample_from(server_cpu_seconds())),
+            clients: self.broadcaster.clients(),
+            published: self.broadcaster.published(),
+            address: self.addr.to_string(),
+        };
         self.heartbeats.send(Heartbeat {
             child: ChildId::Gateway,
             generation: self.guard.generation(),
-            metrics,
+            metrics: WorkerMetrics::Gateway(metrics),
         });
     }
 

@@ -7,8 +7,13 @@
 //! answers a client command, and `error` reports a frame that could not be
 //! understood.
 
+use std::collections::BTreeMap;
+
 use ohlcv_domain::Candle;
 use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::ChildId;
+use crate::metrics::WorkerMetrics;
 
 /// A message from the server to UI clients.
 #[derive(Debug, Clone, Serialize)]
@@ -17,7 +22,7 @@ pub enum ServerMessage {
     /// A live candle update.
     Candle(CandleMessage),
     /// Per-worker metrics, keyed by worker name (`simulated`, `storage`, …).
-    WorkerMetrics(serde_json::Map<String, serde_json::Value>),
+    WorkerMetrics(BTreeMap<ChildId, WorkerMetrics>),
     /// Host and process metrics.
     SystemInfo(serde_json::Value),
     /// Progress of a datasource's history sync after a start or reload.
@@ -231,6 +236,26 @@ mod tests {
             serde_json::json!({"type":"candle","data":{"exchange":"simulated","symbol":"BTCUSDT",
                 "interval":"1m","t":1_704_277_020_000_i64,"o":50000.0,"h":50100.0,"l":49900.0,
                 "c":50050.0,"v":100.5,"closed":true}})
+        );
+    }
+
+    #[test]
+    fn worker_metrics_are_keyed_by_worker_with_the_seed_fields_on_top() {
+        let monitor = crate::metrics::MonitorMetrics {
+            common: crate::metrics::CommonMetrics {
+                cpu_user: "15.20".into(),
+                heap_used: 52_428_800,
+                timestamp: 1_234_567_890,
+            },
+            watched: 3,
+            clients: 1,
+        };
+        let data = BTreeMap::from([(ChildId::Monitor, WorkerMetrics::Monitor(monitor))]);
+        let json = serde_json::to_value(ServerMessage::WorkerMetrics(data)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"worker_metrics","data":{"monitor":{"cpuUser":"15.20",
+                "heapUsed":52_428_800,"timestamp":1_234_567_890,"watched":3,"clients":1}}})
         );
     }
 

@@ -142,7 +142,7 @@ impl Control for MockControl {
                 started_at: Some(1_704_277_020_000),
                 last_heartbeat: None,
                 abandoned_threads: 0,
-                metrics: serde_json::Map::new(),
+                metrics: None,
             }],
         })
     }

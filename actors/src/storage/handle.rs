@@ -6,7 +6,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use ohlcv_domain::{Candle, SeriesKey};
 use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::{CandleQuery, CandleQueue, SeriesSummary, StorageError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::worker::{Request, StorageSettings};
@@ -48,8 +48,11 @@ pub enum StorageRequestError {
     Failed(#[from] StorageError),
 }
 
-/// Counters of the storage thread, for `/status` and `worker_metrics`.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Counters of the storage thread, for `/status` and `worker_metrics`
+/// (inside [`StorageMetrics`](crate::metrics::StorageMetrics), hence its
+/// camelCase keys).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StorageStats {
     /// Candle updates waiting to be written.
     pub queued: usize,

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::handle::{FlushOutcome, StorageHandle, StorageStats};
 use super::{CANDLE_CHANNEL_CAPACITY, MAX_QUEUED_CANDLES, REQUEST_CHANNEL_CAPACITY};
 use crate::lifecycle::{ChildId, CpuMeter, Heartbeat, HeartbeatSink, LifeGuard};
+use crate::metrics::{CommonMetrics, StorageMetrics, WorkerMetrics};
 use crate::HEARTBEAT_INTERVAL;
 
 /// First retry delay after a failed write; doubles up to [`MAX_RETRY_DELAY`].
@@ -501,17 +502,14 @@ impl Worker {
 
     fn heartbeat(&mut self) {
         self.next_heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
-        let stats = self.stats();
-        let mut metrics = match serde_json::to_value(&stats) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => serde_json::Map::new(),
+        let metrics = StorageMetrics {
+            common: CommonMetrics::now(self.cpu.sample()),
+            stats: self.stats(),
         };
-        metrics.insert("cpuUser".into(), format!("{:.2}", self.cpu.sample()).into());
-        metrics.insert("timestamp".into(), ohlcv_domain::time::now_ms().into());
         self.heartbeats.send(Heartbeat {
             child: ChildId::Storage,
             generation: self.guard.generation(),
-            metrics,
+            metrics: WorkerMetrics::Storage(metrics),
         });
     }
 }
