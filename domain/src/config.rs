@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ExchangeId, Interval, Symbol};
+use crate::{json, ExchangeId, Interval, Symbol};
 
 /// Shortest accepted `batch_interval`: below this, SQLite commits would
 /// dominate the storage thread's time.
@@ -287,17 +287,28 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Parses and validates a configuration document.
+    /// Parses and validates a configuration document (the file's text).
     ///
     /// # Errors
     /// [`ConfigError::Parse`] or [`ConfigError::Invalid`], naming the key.
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let value = json::from_str(text).map_err(|error| ConfigError::Parse {
+            key: error.path,
+            reason: error.reason,
+        })?;
+        Config::from_value(value)
+    }
+
+    /// Parses and validates an already-decoded JSON value (an HTTP body,
+    /// parsed by [`json`] as the file is, so that both refuse the same
+    /// documents).
+    ///
+    /// # Errors
+    /// As [`Config::from_json`].
+    pub fn from_value(value: serde_json::Value) -> Result<Config, ConfigError> {
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let mut reason = e.into_inner().to_string();
-            // serde_json appends " at line L column C"; keep it, it helps
-            // find the key in a hand-edited file.
             if reason.is_empty() {
                 reason = "invalid value".into();
             }
@@ -305,14 +316,6 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// Parses and validates an already-decoded JSON value (an HTTP body).
-    ///
-    /// # Errors
-    /// As [`Config::from_json`].
-    pub fn from_value(value: serde_json::Value) -> Result<Config, ConfigError> {
-        Config::from_json(&value.to_string())
     }
 
     /// The document as pretty JSON, as it is saved.
@@ -686,6 +689,35 @@ mod tests {
         ];
         for (text, expected) in cases {
             let err = error_of(&text);
+            assert!(
+                err.starts_with(expected),
+                "expected {expected:?}, got {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let cases = [
+            (
+                r#"{"exchanges":{},"port":3000,"port":4000}"#,
+                "port: key listed twice at line 1 column 34",
+            ),
+            (
+                r#"{"exchanges":{"simulated":{"enabled":true},"simulated":{}}}"#,
+                "exchanges.simulated: key listed twice",
+            ),
+            (
+                r#"{"exchanges":{"simulated":{"symbols":["BTCUSDT"],"symbols":["ETHUSDT"]}}}"#,
+                "exchanges.simulated.symbols: key listed twice",
+            ),
+            (
+                r#"{"exchanges":{"simulated":{"simulation":{"faults":{"repeat":true,"repeat":false}}}}}"#,
+                "exchanges.simulated.simulation.faults.repeat: key listed twice",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = error_of(text);
             assert!(
                 err.starts_with(expected),
                 "expected {expected:?}, got {err:?}"

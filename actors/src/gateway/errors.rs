@@ -187,7 +187,10 @@ impl From<StorageRequestError> for ApiError {
 }
 
 /// JSON body extraction: at most [`JSON_BODY_LIMIT`] bytes, and every
-/// failure as an [`ApiError`].
+/// failure as an [`ApiError`]. The routes extract
+/// `web::Json<`[`UniqueKeys`](ohlcv_domain::json::UniqueKeys)`>`, so a key
+/// listed twice is one of those failures (`400 bad_request`, the message
+/// naming the key's path).
 ///
 /// `Content-Type: application/json` stays required (actix-web's default):
 /// a browser can send a cross-site `text/plain` POST without asking first,

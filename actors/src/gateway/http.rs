@@ -16,7 +16,9 @@
 //! | `GET /ws` | the WebSocket (see [`super::ws`]) |
 //!
 //! Every input is validated here, before the supervisor or the storage
-//! thread sees it, and every failure is an [`ApiError`]. Commands go to
+//! thread sees it, and every failure is an [`ApiError`]. Every JSON body is
+//! read as [`UniqueKeys`], the parser of the config file, so a body that
+//! lists a key twice is refused as the file would be. Commands go to
 //! the supervisor through [`Control`](crate::control::Control); reads go
 //! straight to the storage thread.
 //!
@@ -35,6 +37,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
 use ohlcv_domain::config::Config;
+use ohlcv_domain::json::UniqueKeys;
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
 use ohlcv_storage::{CandleQuery, SeriesSummary};
 use serde::{Deserialize, Serialize};
@@ -274,8 +277,8 @@ async fn get_config(deps: Deps) -> Result<HttpResponse, ApiError> {
 /// `POST /config`. The body's `api_token` decides the token: absent, it is
 /// removed; [`API_TOKEN_MASK`], the current one is kept; any other value
 /// replaces it.
-async fn post_config(deps: Deps, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
-    let mut body = body.into_inner();
+async fn post_config(deps: Deps, body: web::Json<UniqueKeys>) -> Result<HttpResponse, ApiError> {
+    let UniqueKeys(mut body) = body.into_inner();
     let keep_token = body.get("api_token").and_then(Value::as_str) == Some(API_TOKEN_MASK);
     if keep_token {
         if let Some(object) = body.as_object_mut() {
@@ -305,13 +308,18 @@ async fn exchange_symbols(
     Ok(HttpResponse::Ok().json(json!({"exchange": exchange, "symbols": symbols})))
 }
 
-async fn set_symbols(deps: Deps, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+async fn set_symbols(deps: Deps, body: web::Json<UniqueKeys>) -> Result<HttpResponse, ApiError> {
+    let UniqueKeys(body) = body.into_inner();
     let (exchange, symbols) = parse_set_symbols(&body)?;
     let config = ask(deps.control.set_symbols(exchange, symbols)).await?;
     Ok(HttpResponse::Ok().json(json!({"exchange": exchange, "config": config})))
 }
 
-async fn toggle_exchange(deps: Deps, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+async fn toggle_exchange(
+    deps: Deps,
+    body: web::Json<UniqueKeys>,
+) -> Result<HttpResponse, ApiError> {
+    let UniqueKeys(body) = body.into_inner();
     let (exchange, enabled) = parse_toggle(&body)?;
     let config = ask(deps.control.toggle_exchange(exchange, enabled)).await?;
     Ok(HttpResponse::Ok()

@@ -153,6 +153,38 @@ async fn config_is_read_and_replaced_only_when_valid() {
 }
 
 #[actix_web::test]
+async fn a_key_given_twice_in_any_body_is_refused() {
+    let Harness { deps, control, .. } = harness();
+    let app = app(deps).await;
+    let cases = [
+        (
+            "/config",
+            r#"{"exchanges":{"simulated":{"enabled":true,"symbols":["BTCUSDT"],"symbols":["ETHUSDT"]}}}"#,
+            "exchanges.simulated.symbols: key listed twice",
+        ),
+        (
+            "/exchangeSymbols",
+            r#"{"exchange":"simulated","symbols":["BTCUSDT"],"symbols":["ETHUSDT"]}"#,
+            "symbols: key listed twice",
+        ),
+        (
+            "/toggleExchange",
+            r#"{"exchange":"simulated","enabled":true,"enabled":false}"#,
+            "enabled: key listed twice",
+        ),
+    ];
+    for (path, body, expected) in cases {
+        let req = TestRequest::post()
+            .uri(path)
+            .insert_header(header::ContentType::json())
+            .set_payload(body);
+        let message = error(&call(&app, req).await, 400, "bad_request");
+        assert!(message.contains(expected), "{path}: {message}");
+    }
+    assert!(control.calls().is_empty(), "{:?}", control.calls());
+}
+
+#[actix_web::test]
 async fn exchange_symbols_are_listed_and_validated_before_being_set() {
     let Harness { deps, control, .. } = harness();
     let app = app(deps).await;
