@@ -30,6 +30,10 @@ pub const MAX_BATCH_INTERVAL_MS: u64 = 3_600_000;
 pub const MAX_RECORDS_LIMIT: u64 = 5_256_000;
 /// Highest simulated update rate per series; enough to flood any consumer.
 pub const MAX_SIMULATED_UPDATES_PER_SECOND: f64 = 100_000.0;
+/// Most symbols one exchange may be given. Each symbol costs one stream
+/// per interval and a history sync; 500 covers every USDT perpetual an
+/// exchange lists today, and a list beyond that is almost surely a mistake.
+pub const MAX_SYMBOLS_PER_EXCHANGE: usize = 500;
 /// Shortest accepted `api_token`, in characters: 16 random characters are
 /// far beyond guessing over HTTP, and anything shorter is likely a
 /// placeholder (`changeme`) that protects nothing.
@@ -213,6 +217,67 @@ pub struct FaultConfig {
     /// crashing, to exercise the restart-intensity limit.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repeat: bool,
+}
+
+/// Why a list of symbols cannot be an exchange's `symbols`.
+///
+/// Its own type, not a [`ConfigError`], so that `POST /exchangeSymbols`
+/// can answer each rule with its own code (`too_many_symbols`,
+/// `duplicate_symbol`) while the config file and `POST /config` apply the
+/// very same rules through [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SymbolListError {
+    /// More than [`MAX_SYMBOLS_PER_EXCHANGE`] symbols.
+    #[error("{count} given, at most {MAX_SYMBOLS_PER_EXCHANGE} are allowed per exchange")]
+    TooMany {
+        /// How many were given.
+        count: usize,
+    },
+    /// A symbol that an earlier item of the list already names.
+    #[error("{symbol} is listed twice")]
+    Duplicate {
+        /// Index of the second occurrence.
+        index: usize,
+        /// The symbol.
+        symbol: Symbol,
+    },
+}
+
+impl SymbolListError {
+    /// The key the error is about, given the key of the list itself
+    /// (`symbols`, `exchanges.simulated.symbols`): the list for
+    /// [`SymbolListError::TooMany`], the repeated item for
+    /// [`SymbolListError::Duplicate`] (`symbols[2]`).
+    pub fn key(&self, list: &str) -> String {
+        match self {
+            SymbolListError::TooMany { .. } => list.to_owned(),
+            SymbolListError::Duplicate { index, .. } => format!("{list}[{index}]"),
+        }
+    }
+}
+
+/// Checks `symbols` against the rules of every exchange's `symbols`,
+/// wherever the list comes from: at most [`MAX_SYMBOLS_PER_EXCHANGE`], none
+/// twice.
+///
+/// # Errors
+/// [`SymbolListError`] for the first rule broken, the count first.
+pub fn check_symbols(symbols: &[Symbol]) -> Result<(), SymbolListError> {
+    if symbols.len() > MAX_SYMBOLS_PER_EXCHANGE {
+        return Err(SymbolListError::TooMany {
+            count: symbols.len(),
+        });
+    }
+    // At most 500 symbols: comparing each with those before it is cheap.
+    for (index, symbol) in symbols.iter().enumerate() {
+        if symbols[..index].contains(symbol) {
+            return Err(SymbolListError::Duplicate {
+                index,
+                symbol: symbol.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn default_intervals() -> Vec<Interval> {
@@ -409,14 +474,8 @@ impl ExchangeConfig {
                 format!("the {id} adapter is not available in this version; only simulated can be enabled"),
             ));
         }
-        for (i, symbol) in self.symbols.iter().enumerate() {
-            if self.symbols[..i].contains(symbol) {
-                return Err(ConfigError::invalid(
-                    format!("exchanges.{id}.symbols[{i}]"),
-                    format!("{symbol} is listed twice"),
-                ));
-            }
-        }
+        check_symbols(&self.symbols)
+            .map_err(|error| ConfigError::invalid(error.key(&key("symbols")), error.to_string()))?;
         for (field, url, schemes) in [
             ("rest_url", &self.rest_url, ["http://", "https://"]),
             ("ws_url", &self.ws_url, ["ws://", "wss://"]),
@@ -694,6 +753,49 @@ mod tests {
                 "expected {expected:?}, got {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_exchange_takes_at_most_500_symbols_none_twice() {
+        let symbols = |n: usize| -> Vec<Symbol> {
+            (0..n)
+                .map(|i| Symbol::new(&format!("S{i}USDT")).unwrap())
+                .collect()
+        };
+        let with_symbols = |list: &[Symbol]| {
+            sample_with(
+                "/exchanges/binance_futures/symbols",
+                serde_json::to_value(list).unwrap(),
+            )
+        };
+        let most = symbols(MAX_SYMBOLS_PER_EXCHANGE);
+        assert_eq!(check_symbols(&most), Ok(()));
+        Config::from_json(&with_symbols(&most)).unwrap();
+
+        let too_many = symbols(MAX_SYMBOLS_PER_EXCHANGE + 1);
+        let error = check_symbols(&too_many).unwrap_err();
+        assert_eq!(error, SymbolListError::TooMany { count: 501 });
+        assert_eq!(error.key("symbols"), "symbols");
+        assert_eq!(
+            error_of(&with_symbols(&too_many)),
+            "exchanges.binance_futures.symbols: 501 given, at most 500 are allowed per exchange"
+        );
+
+        let mut twice = symbols(3);
+        twice.push(twice[1].clone());
+        let error = check_symbols(&twice).unwrap_err();
+        assert_eq!(error.key("symbols"), "symbols[3]");
+        assert_eq!(error.to_string(), "S1USDT is listed twice");
+        assert_eq!(
+            error_of(&with_symbols(&twice)),
+            "exchanges.binance_futures.symbols[3]: S1USDT is listed twice"
+        );
+        // The count comes first: a long list is refused without a scan.
+        twice.extend(too_many);
+        assert!(matches!(
+            check_symbols(&twice),
+            Err(SymbolListError::TooMany { count: 505 })
+        ));
     }
 
     #[test]

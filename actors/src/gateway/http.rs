@@ -36,7 +36,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
-use ohlcv_domain::config::Config;
+use ohlcv_domain::config::{check_symbols, Config, SymbolListError};
 use ohlcv_domain::json::UniqueKeys;
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
 use ohlcv_storage::{CandleQuery, SeriesSummary};
@@ -57,11 +57,6 @@ pub const DEFAULT_OHLCV_LIMIT: usize = 1000;
 /// ~600 KB of JSON and one read short on the storage thread, which also
 /// writes the batches; a chart that wants more pages with `from`.
 pub const MAX_OHLCV_LIMIT: usize = 5000;
-
-/// Most symbols one exchange may be given. Each symbol costs one stream
-/// per interval and a history sync; 500 covers every USDT perpetual an
-/// exchange lists today, and a list beyond that is almost surely a mistake.
-pub const MAX_SYMBOLS_PER_EXCHANGE: usize = 500;
 
 /// Longest a route waits for the supervisor. Commands are quick (starting
 /// or stopping actors, writing a small file); one that takes this long
@@ -571,15 +566,6 @@ fn parse_set_symbols(body: &Value) -> Result<(ExchangeId, Vec<Symbol>), ApiError
             ))
         }
     };
-    if items.len() > MAX_SYMBOLS_PER_EXCHANGE {
-        return Err(ApiError::bad_request(
-            "too_many_symbols",
-            format!(
-                "symbols: {} given, at most {MAX_SYMBOLS_PER_EXCHANGE} are allowed per exchange",
-                items.len()
-            ),
-        ));
-    }
     let mut symbols: Vec<Symbol> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let Value::String(text) = item else {
@@ -591,14 +577,16 @@ fn parse_set_symbols(body: &Value) -> Result<(ExchangeId, Vec<Symbol>), ApiError
         let symbol = Symbol::new(text).map_err(|error| {
             ApiError::bad_request("invalid_symbol", format!("symbols[{i}]: {error}"))
         })?;
-        if symbols.contains(&symbol) {
-            return Err(ApiError::bad_request(
-                "duplicate_symbol",
-                format!("symbols[{i}]: {symbol} is listed twice"),
-            ));
-        }
         symbols.push(symbol);
     }
+    // The rules of the config file, with a code of their own here.
+    check_symbols(&symbols).map_err(|error| {
+        let code = match error {
+            SymbolListError::TooMany { .. } => "too_many_symbols",
+            SymbolListError::Duplicate { .. } => "duplicate_symbol",
+        };
+        ApiError::bad_request(code, format!("{}: {error}", error.key("symbols")))
+    })?;
     Ok((exchange, symbols))
 }
 

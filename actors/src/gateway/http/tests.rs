@@ -5,6 +5,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::test::{self, TestRequest};
 use actix_web::App;
+use ohlcv_domain::config::MAX_SYMBOLS_PER_EXCHANGE;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -113,6 +114,32 @@ async fn config_is_read_and_replaced_only_when_valid() {
     assert!(
         message.starts_with("batch_interval: 5 ms is out of range"),
         "{message}"
+    );
+
+    // The limits of the config file: 500 symbols per exchange, none twice.
+    let mut too_many = config.clone();
+    too_many["exchanges"]["binance_futures"]["symbols"] = (0..=MAX_SYMBOLS_PER_EXCHANGE)
+        .map(|i| format!("S{i}USDT"))
+        .collect();
+    let message = error(
+        &call(&app, post("/config", too_many)).await,
+        400,
+        "invalid_config",
+    );
+    assert_eq!(
+        message,
+        "exchanges.binance_futures.symbols: 501 given, at most 500 are allowed per exchange"
+    );
+    let mut twice = config.clone();
+    twice["exchanges"]["simulated"]["symbols"] = json!(["BTCUSDT", "BTCUSDT"]);
+    let message = error(
+        &call(&app, post("/config", twice)).await,
+        400,
+        "invalid_config",
+    );
+    assert_eq!(
+        message,
+        "exchanges.simulated.symbols[1]: BTCUSDT is listed twice"
     );
 
     let mut unknown = config.clone();
