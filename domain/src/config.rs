@@ -34,6 +34,13 @@ pub const MAX_SIMULATED_UPDATES_PER_SECOND: f64 = 100_000.0;
 /// per interval and a history sync; 500 covers every USDT perpetual an
 /// exchange lists today, and a list beyond that is almost surely a mistake.
 pub const MAX_SYMBOLS_PER_EXCHANGE: usize = 500;
+/// Longest a simulated `block_after_updates` fault may block, in
+/// milliseconds: ten minutes. The supervisor calls a datasource stalled
+/// after three missed heartbeats, 3 s apart, so any block beyond ~10 s
+/// already exercises stall handling; a longer one tests nothing more and
+/// leaves a thread asleep that cannot be replaced until it wakes (a zero
+/// too many would be hours).
+pub const MAX_FAULT_BLOCK_MS: u64 = 600_000;
 /// Shortest accepted `api_token`, in characters: 16 random characters are
 /// far beyond guessing over HTTP, and anything shorter is likely a
 /// placeholder (`changeme`) that protects nothing.
@@ -192,8 +199,9 @@ impl Default for SimulationConfig {
 }
 
 /// Faults the simulated exchange injects, counted in live updates delivered
-/// since start: once per process, or every N updates with `repeat`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// since start: once per process, or every N updates with `repeat`. The
+/// default injects none, with the same `block_ms` as `"faults": {}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultConfig {
     /// Panic inside the datasource after this many live updates.
@@ -209,7 +217,8 @@ pub struct FaultConfig {
     /// so that it misses its heartbeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_after_updates: Option<u64>,
-    /// How long a `block_after_updates` fault blocks, in milliseconds.
+    /// How long a `block_after_updates` fault blocks, in milliseconds; at
+    /// most [`MAX_FAULT_BLOCK_MS`].
     #[serde(default = "default_block_ms")]
     pub block_ms: u64,
     /// Fire each fault again every time its count of updates comes round
@@ -278,6 +287,21 @@ pub fn check_symbols(symbols: &[Symbol]) -> Result<(), SymbolListError> {
         }
     }
     Ok(())
+}
+
+impl Default for FaultConfig {
+    /// Written out rather than derived so that an omitted `faults` and
+    /// `"faults": {}` mean the same: a derived default would block for 0 ms.
+    fn default() -> Self {
+        FaultConfig {
+            panic_after_updates: None,
+            drop_stream_after_updates: None,
+            silence_after_updates: None,
+            block_after_updates: None,
+            block_ms: default_block_ms(),
+            repeat: false,
+        }
+    }
 }
 
 fn default_intervals() -> Vec<Interval> {
@@ -502,6 +526,13 @@ impl ExchangeConfig {
                 return Err(ConfigError::invalid(
                     key("simulation.updates_per_second"),
                     format!("{rate} is out of range (0, {MAX_SIMULATED_UPDATES_PER_SECOND}]"),
+                ));
+            }
+            let block_ms = sim.faults.block_ms;
+            if block_ms > MAX_FAULT_BLOCK_MS {
+                return Err(ConfigError::invalid(
+                    key("simulation.faults.block_ms"),
+                    format!("{block_ms} ms is more than {MAX_FAULT_BLOCK_MS} (ten minutes)"),
                 ));
             }
         }
@@ -796,6 +827,44 @@ mod tests {
             check_symbols(&twice),
             Err(SymbolListError::TooMany { count: 505 })
         ));
+    }
+
+    #[test]
+    fn omitted_faults_and_empty_faults_mean_the_same() {
+        let simulated = |simulation: &str| {
+            let text = format!(r#"{{"exchanges":{{"simulated":{{"simulation":{simulation}}}}}}}"#);
+            let config = Config::from_json(&text).unwrap();
+            config.exchanges[&ExchangeId::Simulated]
+                .simulation
+                .clone()
+                .unwrap()
+                .faults
+        };
+        assert_eq!(simulated("{}"), simulated(r#"{"faults":{}}"#));
+        assert_eq!(simulated("{}"), FaultConfig::default());
+        assert_eq!(FaultConfig::default().block_ms, 15_000);
+        assert_eq!(SimulationConfig::default().faults, FaultConfig::default());
+    }
+
+    #[test]
+    fn a_fault_blocks_for_at_most_ten_minutes() {
+        let with_block = |ms: u64| {
+            sample_with(
+                "/exchanges/simulated/simulation",
+                serde_json::json!({"faults": {"block_after_updates": 10, "block_ms": ms}}),
+            )
+        };
+        let most = Config::from_json(&with_block(MAX_FAULT_BLOCK_MS)).unwrap();
+        let faults = &most.exchanges[&ExchangeId::Simulated]
+            .simulation
+            .as_ref()
+            .unwrap()
+            .faults;
+        assert_eq!(faults.block_ms, 600_000);
+        assert_eq!(
+            error_of(&with_block(MAX_FAULT_BLOCK_MS + 1)),
+            "exchanges.simulated.simulation.faults.block_ms: 600001 ms is more than 600000 (ten minutes)"
+        );
     }
 
     #[test]
