@@ -17,6 +17,7 @@ use ohlcv_actors::gateway::broadcast::Broadcaster;
 use ohlcv_actors::gateway::logs::{LogForwardLayer, LogHistory};
 use ohlcv_actors::lifecycle::install_panic_capture;
 use ohlcv_domain::config::ConfigStore;
+use ohlcv_domain::ErrorChain;
 use ohlcv_storage::Database;
 use ohlcv_supervisors::{Shutdown, Supervisor, SupervisorSetup};
 use tracing_subscriber::layer::SubscriberExt;
@@ -58,8 +59,11 @@ fn main() -> ExitCode {
     match run(config, cli.log_format) {
         Ok(code) => code,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
+            // Our error chain, not anyhow's `{:#}`: it also says once a
+            // reason that a library repeats as its own source.
+            let message = ErrorChain(error.as_ref()).to_string();
+            tracing::error!("{message}");
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }

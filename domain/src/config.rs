@@ -338,8 +338,10 @@ fn default_block_ms() -> u64 {
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    /// The file could not be read or written. The message is the path; the
+    /// OS error is the source, printed after it by
+    /// [`ErrorChain`](crate::ErrorChain).
+    #[error("{}", path.display())]
     Io {
         /// The file concerned.
         path: PathBuf,
@@ -981,6 +983,20 @@ mod tests {
             second,
             "a refused config is never written"
         );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_reported_with_its_os_error_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.json");
+        let error = ConfigStore::new(&path).load().unwrap_err();
+        let ConfigError::Io { source, .. } = &error else {
+            panic!("{error:?}");
+        };
+        let os = source.to_string();
+        let rendered = crate::ErrorChain(&error).to_string();
+        assert_eq!(rendered, format!("{}: {os}", path.display()), "{rendered}");
+        assert_eq!(rendered.matches(&os).count(), 1, "{rendered}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver};
-use ohlcv_domain::{Candle, SeriesKey};
+use ohlcv_domain::{Candle, ErrorChain, SeriesKey};
 use ohlcv_storage::{
     merge_overlay, CandleQuery, CandleQueue, Database, SeriesSummary, StorageError,
 };
@@ -353,9 +353,9 @@ impl Worker {
                 self.next_flush = Instant::now() + delay;
                 let mut stats = lock(&self.stats);
                 stats.failed_flushes += 1;
-                stats.last_error = Some(error.to_string());
+                stats.last_error = Some(ErrorChain(&error).to_string());
                 drop(stats);
-                tracing::warn!(%error, retryable = error.is_retryable(), queued, retry_in_ms = delay.as_millis() as u64,
+                tracing::warn!(error = %ErrorChain(&error), retryable = error.is_retryable(), queued, retry_in_ms = delay.as_millis() as u64,
                     "storage write failed; keeping the batch");
                 Err(error)
             }
@@ -371,7 +371,9 @@ impl Worker {
             match self.db.cleanup(key, self.settings.max_records) {
                 Ok(n) => deleted += n,
                 // Retention is retried on the next write of the series.
-                Err(error) => tracing::warn!(%error, series = %key, "retention failed"),
+                Err(error) => {
+                    tracing::warn!(error = %ErrorChain(&error), series = %key, "retention failed")
+                }
             }
         }
         deleted
@@ -410,10 +412,19 @@ impl Worker {
     fn rescue(&mut self, error: &StorageError) {
         let candles = lock(&self.queue).take_all();
         match ohlcv_storage::rescue::write(self.db.path(), &candles) {
-            Ok(path) => tracing::error!(%error, candles = candles.len(), file = %path.display(),
-                "database refused the final write; candles kept in the rescue file, imported at the next start"),
+            Ok(path) => tracing::error!(
+                error = %ErrorChain(error),
+                candles = candles.len(),
+                file = %path.display(),
+                "database refused the final write; candles kept in the rescue file, imported at the next start"
+            ),
             Err(rescue_error) => {
-                tracing::error!(%error, %rescue_error, lost = candles.len(), "candles lost: neither the database nor the rescue file could be written");
+                tracing::error!(
+                    error = %ErrorChain(error),
+                    rescue_error = %ErrorChain(&rescue_error),
+                    lost = candles.len(),
+                    "candles lost: neither the database nor the rescue file could be written"
+                );
                 lock(&self.queue).restore(candles);
             }
         }
