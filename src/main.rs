@@ -25,6 +25,7 @@ use ohlcv_actors::gateway::logs::{LogForwardLayer, LogHistory};
 use ohlcv_actors::lifecycle::install_panic_capture;
 use ohlcv_actors::storage::FlushOutcome;
 use ohlcv_domain::config::ConfigStore;
+use ohlcv_domain::ErrorChain;
 use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::Database;
 use ohlcv_supervisors::{Shutdown, Supervisor, SupervisorSetup};
@@ -93,8 +94,11 @@ fn main() -> ExitCode {
     let status = match run(config, cli.log_format) {
         Ok(status) => status,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
+            // Our error chain, not anyhow's `{:#}`: it also says once a
+            // reason that a library repeats as its own source.
+            let message = ErrorChain(error.as_ref()).to_string();
+            tracing::error!("{message}");
+            eprintln!("error: {message}");
             ExitStatus::NotStarted
         }
     };
@@ -149,14 +153,15 @@ fn run(config_path: PathBuf, format: LogFormat) -> anyhow::Result<ExitStatus> {
         );
     }
 
-    // The one line on stdout: scripts and tests read the address from it
-    // (port 0 picks a free port).
     let bound = listener.local_addr().context("the bound address")?;
-    println!("listening on http://{bound}");
 
     let system = actix_rt::System::new();
     let status = system.block_on(async move {
+        let stop = shutdown_signal();
         ignore_file_size_signal();
+        // The one line on stdout: scripts and tests read the address from
+        // it (port 0 picks a free port).
+        println!("listening on http://{bound}");
         let supervisor = Supervisor::new(SupervisorSetup {
             store,
             config,
@@ -166,7 +171,7 @@ fn run(config_path: PathBuf, format: LogFormat) -> anyhow::Result<ExitStatus> {
             listener,
         })
         .start();
-        shutdown_signal().await;
+        stop.await;
         match supervisor.send(Shutdown).await {
             Ok(outcome) => ExitStatus::from(outcome),
             Err(_) => ExitStatus::Lost,
@@ -197,26 +202,37 @@ fn ignore_file_size_signal() {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now, and answers a future that
+/// resolves on the first of them. Installed before the address is printed,
+/// so a signal sent by whoever read that line always gets the orderly
+/// shutdown, never the default action (death with the queue unwritten).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "SIGTERM cannot be handled; only Ctrl-C stops the collector");
-                let _ = tokio::signal::ctrl_c().await;
+                (interrupt, terminate) => {
+                    if let Err(error) = interrupt.and(terminate) {
+                        tracing::warn!(%error, "SIGINT/SIGTERM cannot be handled; only Ctrl-C stops the collector");
+                    }
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

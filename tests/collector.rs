@@ -519,6 +519,29 @@ fn bad_config_files_are_refused_naming_the_key() {
 }
 
 #[test]
+fn a_missing_config_file_is_reported_with_its_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.json");
+    let output = std::process::Command::new(common::binary())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    assert!(
+        line.contains("refused") && line.contains("missing.json"),
+        "{line}"
+    );
+    // The OS error once, not repeated by each layer that wraps it.
+    assert_eq!(line.matches("(os error").count(), 1, "{line}");
+}
+
+#[test]
 fn a_newer_database_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
@@ -1012,5 +1035,14 @@ fn every_worker_reports_cpu_and_memory_in_camel_case() {
     assert_eq!(data.len(), workers.len(), "{message}");
     for (worker, metrics) in data {
         assert_worker_metrics(worker, metrics);
+    }
+}
+
+#[test]
+fn a_sigterm_right_after_the_address_is_printed_shuts_down_in_order() {
+    for _ in 0..3 {
+        let collector = Collector::start(&simulated_config(|_| {}));
+        let (exit, stderr, _dir) = collector.terminate();
+        assert_eq!(exit.code(), Some(0), "{stderr}");
     }
 }

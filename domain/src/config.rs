@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ExchangeId, Interval, Symbol};
+use crate::{json, ExchangeId, Interval, Symbol};
 
 /// Shortest accepted `batch_interval`: below this, SQLite commits would
 /// dominate the storage thread's time.
@@ -30,6 +30,17 @@ pub const MAX_BATCH_INTERVAL_MS: u64 = 3_600_000;
 pub const MAX_RECORDS_LIMIT: u64 = 5_256_000;
 /// Highest simulated update rate per series; enough to flood any consumer.
 pub const MAX_SIMULATED_UPDATES_PER_SECOND: f64 = 100_000.0;
+/// Most symbols one exchange may be given. Each symbol costs one stream
+/// per interval and a history sync; 500 covers every USDT perpetual an
+/// exchange lists today, and a list beyond that is almost surely a mistake.
+pub const MAX_SYMBOLS_PER_EXCHANGE: usize = 500;
+/// Longest a simulated `block_after_updates` fault may block, in
+/// milliseconds: ten minutes. The supervisor calls a datasource stalled
+/// after three missed heartbeats, 3 s apart, so any block beyond ~10 s
+/// already exercises stall handling; a longer one tests nothing more and
+/// leaves a thread asleep that cannot be replaced until it wakes (a zero
+/// too many would be hours).
+pub const MAX_FAULT_BLOCK_MS: u64 = 600_000;
 /// Shortest accepted `api_token`, in characters: 16 random characters are
 /// far beyond guessing over HTTP, and anything shorter is likely a
 /// placeholder (`changeme`) that protects nothing.
@@ -188,8 +199,9 @@ impl Default for SimulationConfig {
 }
 
 /// Faults the simulated exchange injects, counted in live updates delivered
-/// since start: once per process, or every N updates with `repeat`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// since start: once per process, or every N updates with `repeat`. The
+/// default injects none, with the same `block_ms` as `"faults": {}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultConfig {
     /// Panic inside the datasource after this many live updates.
@@ -205,7 +217,8 @@ pub struct FaultConfig {
     /// so that it misses its heartbeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_after_updates: Option<u64>,
-    /// How long a `block_after_updates` fault blocks, in milliseconds.
+    /// How long a `block_after_updates` fault blocks, in milliseconds; at
+    /// most [`MAX_FAULT_BLOCK_MS`].
     #[serde(default = "default_block_ms")]
     pub block_ms: u64,
     /// Fire each fault again every time its count of updates comes round
@@ -213,6 +226,82 @@ pub struct FaultConfig {
     /// crashing, to exercise the restart-intensity limit.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repeat: bool,
+}
+
+/// Why a list of symbols cannot be an exchange's `symbols`.
+///
+/// Its own type, not a [`ConfigError`], so that `POST /exchangeSymbols`
+/// can answer each rule with its own code (`too_many_symbols`,
+/// `duplicate_symbol`) while the config file and `POST /config` apply the
+/// very same rules through [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SymbolListError {
+    /// More than [`MAX_SYMBOLS_PER_EXCHANGE`] symbols.
+    #[error("{count} given, at most {MAX_SYMBOLS_PER_EXCHANGE} are allowed per exchange")]
+    TooMany {
+        /// How many were given.
+        count: usize,
+    },
+    /// A symbol that an earlier item of the list already names.
+    #[error("{symbol} is listed twice")]
+    Duplicate {
+        /// Index of the second occurrence.
+        index: usize,
+        /// The symbol.
+        symbol: Symbol,
+    },
+}
+
+impl SymbolListError {
+    /// The key the error is about, given the key of the list itself
+    /// (`symbols`, `exchanges.simulated.symbols`): the list for
+    /// [`SymbolListError::TooMany`], the repeated item for
+    /// [`SymbolListError::Duplicate`] (`symbols[2]`).
+    pub fn key(&self, list: &str) -> String {
+        match self {
+            SymbolListError::TooMany { .. } => list.to_owned(),
+            SymbolListError::Duplicate { index, .. } => format!("{list}[{index}]"),
+        }
+    }
+}
+
+/// Checks `symbols` against the rules of every exchange's `symbols`,
+/// wherever the list comes from: at most [`MAX_SYMBOLS_PER_EXCHANGE`], none
+/// twice.
+///
+/// # Errors
+/// [`SymbolListError`] for the first rule broken, the count first.
+pub fn check_symbols(symbols: &[Symbol]) -> Result<(), SymbolListError> {
+    if symbols.len() > MAX_SYMBOLS_PER_EXCHANGE {
+        return Err(SymbolListError::TooMany {
+            count: symbols.len(),
+        });
+    }
+    // At most 500 symbols: comparing each with those before it is cheap.
+    for (index, symbol) in symbols.iter().enumerate() {
+        if symbols[..index].contains(symbol) {
+            return Err(SymbolListError::Duplicate {
+                index,
+                symbol: symbol.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Default for FaultConfig {
+    /// Written out rather than derived so that an omitted `faults` and
+    /// `"faults": {}` mean the same: a derived default would block for 0 ms.
+    fn default() -> Self {
+        FaultConfig {
+            panic_after_updates: None,
+            drop_stream_after_updates: None,
+            silence_after_updates: None,
+            block_after_updates: None,
+            block_ms: default_block_ms(),
+            repeat: false,
+        }
+    }
 }
 
 fn default_intervals() -> Vec<Interval> {
@@ -249,8 +338,10 @@ fn default_block_ms() -> u64 {
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    /// The file could not be read or written. The message is the path; the
+    /// OS error is the source, printed after it by
+    /// [`ErrorChain`](crate::ErrorChain).
+    #[error("{}", path.display())]
     Io {
         /// The file concerned.
         path: PathBuf,
@@ -287,17 +378,28 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Parses and validates a configuration document.
+    /// Parses and validates a configuration document (the file's text).
     ///
     /// # Errors
     /// [`ConfigError::Parse`] or [`ConfigError::Invalid`], naming the key.
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let value = json::from_str(text).map_err(|error| ConfigError::Parse {
+            key: error.path,
+            reason: error.reason,
+        })?;
+        Config::from_value(value)
+    }
+
+    /// Parses and validates an already-decoded JSON value (an HTTP body,
+    /// parsed by [`json`] as the file is, so that both refuse the same
+    /// documents).
+    ///
+    /// # Errors
+    /// As [`Config::from_json`].
+    pub fn from_value(value: serde_json::Value) -> Result<Config, ConfigError> {
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let mut reason = e.into_inner().to_string();
-            // serde_json appends " at line L column C"; keep it, it helps
-            // find the key in a hand-edited file.
             if reason.is_empty() {
                 reason = "invalid value".into();
             }
@@ -305,14 +407,6 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// Parses and validates an already-decoded JSON value (an HTTP body).
-    ///
-    /// # Errors
-    /// As [`Config::from_json`].
-    pub fn from_value(value: serde_json::Value) -> Result<Config, ConfigError> {
-        Config::from_json(&value.to_string())
     }
 
     /// The document as pretty JSON, as it is saved.
@@ -406,14 +500,8 @@ impl ExchangeConfig {
                 format!("the {id} adapter is not available in this version; only simulated can be enabled"),
             ));
         }
-        for (i, symbol) in self.symbols.iter().enumerate() {
-            if self.symbols[..i].contains(symbol) {
-                return Err(ConfigError::invalid(
-                    format!("exchanges.{id}.symbols[{i}]"),
-                    format!("{symbol} is listed twice"),
-                ));
-            }
-        }
+        check_symbols(&self.symbols)
+            .map_err(|error| ConfigError::invalid(error.key(&key("symbols")), error.to_string()))?;
         for (field, url, schemes) in [
             ("rest_url", &self.rest_url, ["http://", "https://"]),
             ("ws_url", &self.ws_url, ["ws://", "wss://"]),
@@ -440,6 +528,13 @@ impl ExchangeConfig {
                 return Err(ConfigError::invalid(
                     key("simulation.updates_per_second"),
                     format!("{rate} is out of range (0, {MAX_SIMULATED_UPDATES_PER_SECOND}]"),
+                ));
+            }
+            let block_ms = sim.faults.block_ms;
+            if block_ms > MAX_FAULT_BLOCK_MS {
+                return Err(ConfigError::invalid(
+                    key("simulation.faults.block_ms"),
+                    format!("{block_ms} ms is more than {MAX_FAULT_BLOCK_MS} (ten minutes)"),
                 ));
             }
         }
@@ -694,6 +789,116 @@ mod tests {
     }
 
     #[test]
+    fn an_exchange_takes_at_most_500_symbols_none_twice() {
+        let symbols = |n: usize| -> Vec<Symbol> {
+            (0..n)
+                .map(|i| Symbol::new(&format!("S{i}USDT")).unwrap())
+                .collect()
+        };
+        let with_symbols = |list: &[Symbol]| {
+            sample_with(
+                "/exchanges/binance_futures/symbols",
+                serde_json::to_value(list).unwrap(),
+            )
+        };
+        let most = symbols(MAX_SYMBOLS_PER_EXCHANGE);
+        assert_eq!(check_symbols(&most), Ok(()));
+        Config::from_json(&with_symbols(&most)).unwrap();
+
+        let too_many = symbols(MAX_SYMBOLS_PER_EXCHANGE + 1);
+        let error = check_symbols(&too_many).unwrap_err();
+        assert_eq!(error, SymbolListError::TooMany { count: 501 });
+        assert_eq!(error.key("symbols"), "symbols");
+        assert_eq!(
+            error_of(&with_symbols(&too_many)),
+            "exchanges.binance_futures.symbols: 501 given, at most 500 are allowed per exchange"
+        );
+
+        let mut twice = symbols(3);
+        twice.push(twice[1].clone());
+        let error = check_symbols(&twice).unwrap_err();
+        assert_eq!(error.key("symbols"), "symbols[3]");
+        assert_eq!(error.to_string(), "S1USDT is listed twice");
+        assert_eq!(
+            error_of(&with_symbols(&twice)),
+            "exchanges.binance_futures.symbols[3]: S1USDT is listed twice"
+        );
+        // The count comes first: a long list is refused without a scan.
+        twice.extend(too_many);
+        assert!(matches!(
+            check_symbols(&twice),
+            Err(SymbolListError::TooMany { count: 505 })
+        ));
+    }
+
+    #[test]
+    fn omitted_faults_and_empty_faults_mean_the_same() {
+        let simulated = |simulation: &str| {
+            let text = format!(r#"{{"exchanges":{{"simulated":{{"simulation":{simulation}}}}}}}"#);
+            let config = Config::from_json(&text).unwrap();
+            config.exchanges[&ExchangeId::Simulated]
+                .simulation
+                .clone()
+                .unwrap()
+                .faults
+        };
+        assert_eq!(simulated("{}"), simulated(r#"{"faults":{}}"#));
+        assert_eq!(simulated("{}"), FaultConfig::default());
+        assert_eq!(FaultConfig::default().block_ms, 15_000);
+        assert_eq!(SimulationConfig::default().faults, FaultConfig::default());
+    }
+
+    #[test]
+    fn a_fault_blocks_for_at_most_ten_minutes() {
+        let with_block = |ms: u64| {
+            sample_with(
+                "/exchanges/simulated/simulation",
+                serde_json::json!({"faults": {"block_after_updates": 10, "block_ms": ms}}),
+            )
+        };
+        let most = Config::from_json(&with_block(MAX_FAULT_BLOCK_MS)).unwrap();
+        let faults = &most.exchanges[&ExchangeId::Simulated]
+            .simulation
+            .as_ref()
+            .unwrap()
+            .faults;
+        assert_eq!(faults.block_ms, 600_000);
+        assert_eq!(
+            error_of(&with_block(MAX_FAULT_BLOCK_MS + 1)),
+            "exchanges.simulated.simulation.faults.block_ms: 600001 ms is more than 600000 (ten minutes)"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let cases = [
+            (
+                r#"{"exchanges":{},"port":3000,"port":4000}"#,
+                "port: key listed twice at line 1 column 34",
+            ),
+            (
+                r#"{"exchanges":{"simulated":{"enabled":true},"simulated":{}}}"#,
+                "exchanges.simulated: key listed twice",
+            ),
+            (
+                r#"{"exchanges":{"simulated":{"symbols":["BTCUSDT"],"symbols":["ETHUSDT"]}}}"#,
+                "exchanges.simulated.symbols: key listed twice",
+            ),
+            (
+                r#"{"exchanges":{"simulated":{"simulation":{"faults":{"repeat":true,"repeat":false}}}}}"#,
+                "exchanges.simulated.simulation.faults.repeat: key listed twice",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = error_of(text);
+            assert!(
+                err.starts_with(expected),
+                "expected {expected:?}, got {err:?}"
+            );
+        }
+    }
+
+    #[test]
     fn api_token_is_optional_and_never_printed() {
         let open = Config::from_json(SAMPLE).unwrap();
         assert_eq!(open.api_token, None);
@@ -778,6 +983,20 @@ mod tests {
             second,
             "a refused config is never written"
         );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_reported_with_its_os_error_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.json");
+        let error = ConfigStore::new(&path).load().unwrap_err();
+        let ConfigError::Io { source, .. } = &error else {
+            panic!("{error:?}");
+        };
+        let os = source.to_string();
+        let rendered = crate::ErrorChain(&error).to_string();
+        assert_eq!(rendered, format!("{}: {os}", path.display()), "{rendered}");
+        assert_eq!(rendered.matches(&os).count(), 1, "{rendered}");
     }
 
     #[test]

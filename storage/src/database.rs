@@ -1692,7 +1692,13 @@ mod tests {
             "waited {:?}",
             started.elapsed()
         );
-        assert!(err.to_string().starts_with("insert_batch: "), "{err}");
+        let message = ohlcv_domain::ErrorChain(&err).to_string();
+        assert!(message.starts_with("insert_batch: "), "{message}");
+        assert_eq!(
+            message.matches("database is locked").count(),
+            1,
+            "{message}"
+        );
         // Reads still work under WAL while another connection writes.
         assert_eq!(db.get_count(&k).expect("count"), 0);
 

@@ -1,8 +1,14 @@
 //! [`StorageError`]: everything that can go wrong in the candle store, and
 //! whether the caller should keep its data and try again.
+//!
+//! A variant that wraps another error keeps it as its `#[source]` and out
+//! of its own message; print a `StorageError` with [`ErrorChain`] so that
+//! the reason appears, once.
 
 use std::path::PathBuf;
 
+#[cfg(doc)]
+use ohlcv_domain::ErrorChain;
 use ohlcv_domain::SeriesKey;
 use rusqlite::ErrorCode;
 
@@ -16,8 +22,9 @@ use rusqlite::ErrorCode;
 pub enum StorageError {
     /// SQLite refused or failed an operation. `op` says what we were doing,
     /// so a log line reads "insert_batch: database is locked" instead of
-    /// a bare SQLite message.
-    #[error("{op}: {source}")]
+    /// a bare SQLite message. The message is `op` alone; the SQLite error
+    /// is the source, printed after it by [`ErrorChain`].
+    #[error("{op}")]
     Sqlite {
         /// The operation that failed (`"insert_batch"`, `"open: enable WAL"`, …).
         op: &'static str,
@@ -27,8 +34,9 @@ pub enum StorageError {
     },
 
     /// A file-system operation around the database failed (creating its
-    /// directory, reading its size).
-    #[error("{op} {}: {source}", path.display())]
+    /// directory, reading its size). The OS error is the source, printed
+    /// after the message by [`ErrorChain`].
+    #[error("{op} {}", path.display())]
     Io {
         /// The operation that failed.
         op: &'static str,
@@ -135,6 +143,8 @@ impl StorageError {
 
 #[cfg(test)]
 mod tests {
+    use ohlcv_domain::ErrorChain;
+
     use super::*;
 
     fn sqlite_failure(code: i32) -> StorageError {
@@ -180,8 +190,32 @@ mod tests {
     }
 
     #[test]
+    fn each_cause_is_printed_once() {
+        // A directory that cannot be created: its parent is a file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let error = crate::Database::open(&file.join("sub/ohlcv.db")).unwrap_err();
+        let StorageError::Io { source, .. } = &error else {
+            panic!("{error:?}");
+        };
+        let os = source.to_string();
+        let rendered = ErrorChain(&error).to_string();
+        assert!(
+            rendered.starts_with("create the database directory "),
+            "{rendered}"
+        );
+        assert_eq!(rendered.matches(&os).count(), 1, "{rendered}");
+
+        // rusqlite repeats its SQLite error as its source: said once.
+        let busy = ErrorChain(&sqlite_failure(rusqlite::ffi::SQLITE_BUSY)).to_string();
+        assert!(busy.starts_with("test: "), "{busy}");
+        assert_eq!(busy.matches("database is locked").count(), 1, "{busy}");
+    }
+
+    #[test]
     fn messages_keep_the_operation_context() {
         let e = sqlite_failure(rusqlite::ffi::SQLITE_BUSY);
-        assert!(e.to_string().starts_with("test: "), "{e}");
+        assert_eq!(e.to_string(), "test");
     }
 }

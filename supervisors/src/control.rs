@@ -15,7 +15,7 @@ use actix::prelude::*;
 use async_trait::async_trait;
 use ohlcv_actors::control::{ApplyReport, Control, ControlError, StatusReport};
 use ohlcv_domain::config::{ApiToken, Config, ExchangeConfig};
-use ohlcv_domain::{ExchangeId, Symbol};
+use ohlcv_domain::{ErrorChain, ExchangeId, Symbol};
 
 use crate::supervisor::Supervisor;
 
@@ -269,10 +269,9 @@ impl Handler<DeleteDatabase> for Supervisor {
         let storage = self.storage();
         let work = async move {
             stopped.await;
-            storage
-                .clear()
-                .await
-                .map_err(|e| ControlError::Internal(format!("database not cleared: {e}")))
+            storage.clear().await.map_err(|e| {
+                ControlError::Internal(format!("database not cleared: {}", ErrorChain(&e)))
+            })
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
             move |cleared, act, ctx| {

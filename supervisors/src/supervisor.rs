@@ -38,7 +38,7 @@ use ohlcv_actors::storage::{
 use ohlcv_actors::{HEARTBEAT_INTERVAL, MISSED_HEARTBEATS_LIMIT};
 use ohlcv_domain::config::{Config, ConfigError, ConfigStore, ExchangeConfig};
 use ohlcv_domain::time::now_ms;
-use ohlcv_domain::ExchangeId;
+use ohlcv_domain::{ErrorChain, ExchangeId};
 use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::Database;
 
@@ -335,7 +335,8 @@ impl Supervisor {
             ChildId::Storage => {
                 let database = match self.first_database.take() {
                     Some(db) => db,
-                    None => Database::open(&self.database_path).map_err(|e| e.to_string())?,
+                    None => Database::open(&self.database_path)
+                        .map_err(|e| ErrorChain(&e).to_string())?,
                 };
                 let retired = Arc::new(AtomicBool::new(false));
                 let thread = spawn_storage(
@@ -716,7 +717,7 @@ impl Supervisor {
             futures_util::future::join_all(stopping).await;
             if storage_changed {
                 if let Err(error) = storage.reconfigure(storage_settings).await {
-                    tracing::warn!(%error, "storage settings not applied");
+                    tracing::warn!(error = %ErrorChain(&error), "storage settings not applied");
                 }
             }
         };
@@ -777,10 +778,11 @@ fn adapter_settings(exchange: &ExchangeConfig) -> impl PartialEq + '_ {
 }
 
 fn config_error(error: ConfigError) -> ControlError {
+    let message = ErrorChain(&error).to_string();
     match error {
-        ConfigError::Io { .. } => ControlError::Internal(error.to_string()),
+        ConfigError::Io { .. } => ControlError::Internal(message),
         ConfigError::Parse { .. } | ConfigError::Invalid { .. } => {
-            ControlError::invalid("invalid_config", error.to_string())
+            ControlError::invalid("invalid_config", message)
         }
     }
 }
@@ -972,7 +974,7 @@ impl Handler<Shutdown> for Supervisor {
                 {
                     Ok(Ok(outcome)) => outcome,
                     Ok(Err(error)) => {
-                        tracing::error!(%error, "storage could not flush; rescuing the queue");
+                        tracing::error!(error = %ErrorChain(&error), "storage could not flush; rescuing the queue");
                         channels.rescue_everything()
                     }
                     Err(_) => {
@@ -998,5 +1000,30 @@ impl Handler<Shutdown> for Supervisor {
             }
             .into_actor(self),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_keep_their_reason_for_the_client() {
+        let io = ConfigError::Io {
+            path: "config.json".into(),
+            source: std::io::Error::other("disk full"),
+        };
+        match config_error(io) {
+            ControlError::Internal(message) => assert_eq!(message, "config.json: disk full"),
+            other => panic!("{other:?}"),
+        }
+        let invalid = Config::from_json(r#"{"exchanges":{},"port":"x"}"#).unwrap_err();
+        match config_error(invalid) {
+            ControlError::Invalid { code, message } => {
+                assert_eq!(code, "invalid_config");
+                assert!(message.starts_with("port: invalid type"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

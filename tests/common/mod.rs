@@ -249,10 +249,18 @@ impl Collector {
             self.child.try_wait().unwrap()
         });
         // Let the reader thread collect the last lines.
-        let stderr = wait_for("stderr to close", PATIENCE, || {
+        let deadline = Instant::now() + PATIENCE;
+        let stderr = loop {
             let text = self.stderr.lock().unwrap().clone();
-            text.contains("exiting").then_some(text)
-        });
+            if text.contains("exiting") {
+                break text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit logged ({exit:?}): {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         (exit, stderr, dir)
     }

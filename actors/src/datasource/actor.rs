@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::StreamExt;
 use ohlcv_domain::time::now_ms;
-use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
+use ohlcv_domain::{Candle, ErrorChain, ExchangeId, Interval, SeriesKey, Symbol};
 
 use super::series::SeriesState;
 use super::source::{ExchangeError, MarketSource};
@@ -213,7 +213,7 @@ impl Datasource {
                 let newest = storage
                     .last_open_time(key.clone())
                     .await
-                    .map_err(|e| format!("storage: {e}"))?;
+                    .map_err(|e| format!("storage: {}", ErrorChain(&e)))?;
                 newest_stored.push((key.clone(), newest));
             }
             let stream = source

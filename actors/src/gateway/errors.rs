@@ -16,6 +16,7 @@ use std::fmt;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use ohlcv_domain::ErrorChain;
 use serde::Serialize;
 
 use super::protocol::ErrorBody;
@@ -180,14 +181,18 @@ impl From<StorageRequestError> for ApiError {
             StorageRequestError::Failed(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_error",
-                error.to_string(),
+                // The SQLite or OS reason is a source, not in the message.
+                ErrorChain(&error).to_string(),
             ),
         }
     }
 }
 
 /// JSON body extraction: at most [`JSON_BODY_LIMIT`] bytes, and every
-/// failure as an [`ApiError`].
+/// failure as an [`ApiError`]. The routes extract
+/// `web::Json<`[`UniqueKeys`](ohlcv_domain::json::UniqueKeys)`>`, so a key
+/// listed twice is one of those failures (`400 bad_request`, the message
+/// naming the key's path).
 ///
 /// `Content-Type: application/json` stays required (actix-web's default):
 /// a browser can send a cross-site `text/plain` POST without asking first,
@@ -290,6 +295,17 @@ mod tests {
         }
         let exchange: ApiError = ControlError::Exchange("timeout".into()).into();
         assert_eq!(exchange.message(), "exchange error: timeout");
+        // A storage error's reason is its source; the client still gets it.
+        let storage: ApiError = StorageRequestError::Failed(ohlcv_storage::StorageError::Io {
+            op: "inspect the database file",
+            path: "data/ohlcv.db".into(),
+            source: std::io::Error::other("permission denied"),
+        })
+        .into();
+        assert_eq!(
+            storage.message(),
+            "inspect the database file data/ohlcv.db: permission denied"
+        );
     }
 
     #[test]

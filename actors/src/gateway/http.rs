@@ -16,7 +16,9 @@
 //! | `GET /ws` | the WebSocket (see [`super::ws`]) |
 //!
 //! Every input is validated here, before the supervisor or the storage
-//! thread sees it, and every failure is an [`ApiError`]. Commands go to
+//! thread sees it, and every failure is an [`ApiError`]. Every JSON body is
+//! read as [`UniqueKeys`], the parser of the config file, so a body that
+//! lists a key twice is refused as the file would be. Commands go to
 //! the supervisor through [`Control`](crate::control::Control); reads go
 //! straight to the storage thread.
 //!
@@ -34,7 +36,8 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
-use ohlcv_domain::config::Config;
+use ohlcv_domain::config::{check_symbols, Config, SymbolListError};
+use ohlcv_domain::json::UniqueKeys;
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
 use ohlcv_storage::{CandleQuery, SeriesSummary};
 use serde::{Deserialize, Serialize};
@@ -54,11 +57,6 @@ pub const DEFAULT_OHLCV_LIMIT: usize = 1000;
 /// ~600 KB of JSON and one read short on the storage thread, which also
 /// writes the batches; a chart that wants more pages with `from`.
 pub const MAX_OHLCV_LIMIT: usize = 5000;
-
-/// Most symbols one exchange may be given. Each symbol costs one stream
-/// per interval and a history sync; 500 covers every USDT perpetual an
-/// exchange lists today, and a list beyond that is almost surely a mistake.
-pub const MAX_SYMBOLS_PER_EXCHANGE: usize = 500;
 
 /// Longest a route waits for the supervisor. Commands are quick (starting
 /// or stopping actors, writing a small file); one that takes this long
@@ -274,8 +272,8 @@ async fn get_config(deps: Deps) -> Result<HttpResponse, ApiError> {
 /// `POST /config`. The body's `api_token` decides the token: absent, it is
 /// removed; [`API_TOKEN_MASK`], the current one is kept; any other value
 /// replaces it.
-async fn post_config(deps: Deps, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
-    let mut body = body.into_inner();
+async fn post_config(deps: Deps, body: web::Json<UniqueKeys>) -> Result<HttpResponse, ApiError> {
+    let UniqueKeys(mut body) = body.into_inner();
     let keep_token = body.get("api_token").and_then(Value::as_str) == Some(API_TOKEN_MASK);
     if keep_token {
         if let Some(object) = body.as_object_mut() {
@@ -305,13 +303,18 @@ async fn exchange_symbols(
     Ok(HttpResponse::Ok().json(json!({"exchange": exchange, "symbols": symbols})))
 }
 
-async fn set_symbols(deps: Deps, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+async fn set_symbols(deps: Deps, body: web::Json<UniqueKeys>) -> Result<HttpResponse, ApiError> {
+    let UniqueKeys(body) = body.into_inner();
     let (exchange, symbols) = parse_set_symbols(&body)?;
     let config = ask(deps.control.set_symbols(exchange, symbols)).await?;
     Ok(HttpResponse::Ok().json(json!({"exchange": exchange, "config": config})))
 }
 
-async fn toggle_exchange(deps: Deps, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+async fn toggle_exchange(
+    deps: Deps,
+    body: web::Json<UniqueKeys>,
+) -> Result<HttpResponse, ApiError> {
+    let UniqueKeys(body) = body.into_inner();
     let (exchange, enabled) = parse_toggle(&body)?;
     let config = ask(deps.control.toggle_exchange(exchange, enabled)).await?;
     Ok(HttpResponse::Ok()
@@ -563,15 +566,6 @@ fn parse_set_symbols(body: &Value) -> Result<(ExchangeId, Vec<Symbol>), ApiError
             ))
         }
     };
-    if items.len() > MAX_SYMBOLS_PER_EXCHANGE {
-        return Err(ApiError::bad_request(
-            "too_many_symbols",
-            format!(
-                "symbols: {} given, at most {MAX_SYMBOLS_PER_EXCHANGE} are allowed per exchange",
-                items.len()
-            ),
-        ));
-    }
     let mut symbols: Vec<Symbol> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let Value::String(text) = item else {
@@ -583,14 +577,16 @@ fn parse_set_symbols(body: &Value) -> Result<(ExchangeId, Vec<Symbol>), ApiError
         let symbol = Symbol::new(text).map_err(|error| {
             ApiError::bad_request("invalid_symbol", format!("symbols[{i}]: {error}"))
         })?;
-        if symbols.contains(&symbol) {
-            return Err(ApiError::bad_request(
-                "duplicate_symbol",
-                format!("symbols[{i}]: {symbol} is listed twice"),
-            ));
-        }
         symbols.push(symbol);
     }
+    // The rules of the config file, with a code of their own here.
+    check_symbols(&symbols).map_err(|error| {
+        let code = match error {
+            SymbolListError::TooMany { .. } => "too_many_symbols",
+            SymbolListError::Duplicate { .. } => "duplicate_symbol",
+        };
+        ApiError::bad_request(code, format!("{}: {error}", error.key("symbols")))
+    })?;
     Ok((exchange, symbols))
 }
 

@@ -283,7 +283,7 @@ impl CandleSink {
         }
         let left = self.overflow.take_all();
         if let Err(error) = self.handle.rescue.append(&left) {
-            tracing::error!(%error, lost = left.len(), "updates of a stopping datasource could not be kept");
+            tracing::error!(error = %ohlcv_domain::ErrorChain(&error), lost = left.len(), "updates of a stopping datasource could not be kept");
             return left.len();
         }
         0
@@ -302,7 +302,7 @@ impl CandleSink {
             match self.handle.rescue.append(&closed) {
                 Ok(()) => self.spilled += closed.len() as u64,
                 Err(error) => {
-                    tracing::error!(%error, kept = self.overflow.len() + closed.len(),
+                    tracing::error!(error = %ohlcv_domain::ErrorChain(&error), kept = self.overflow.len() + closed.len(),
                         "storage stuck and the rescue file refused; keeping updates in memory");
                     for candle in closed {
                         self.overflow.push(candle);

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver};
-use ohlcv_domain::{Candle, SeriesKey};
+use ohlcv_domain::{Candle, ErrorChain, SeriesKey};
 use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::{
     merge_overlay, CandleQuery, CandleQueue, Database, SeriesSummary, StorageError,
@@ -252,7 +252,7 @@ impl Worker {
                 for candle in closed {
                     queue.push(candle);
                 }
-                tracing::error!(%error, queued = queue.len(),
+                tracing::error!(error = %ErrorChain(&error), queued = queue.len(),
                     "database failing and the rescue file refused; the queue keeps growing");
             }
         }
@@ -422,9 +422,9 @@ impl Worker {
                 self.next_flush = Instant::now() + delay;
                 let mut stats = lock(&self.stats);
                 stats.failed_flushes += 1;
-                stats.last_error = Some(error.to_string());
+                stats.last_error = Some(ErrorChain(&error).to_string());
                 drop(stats);
-                tracing::warn!(%error, retryable = error.is_retryable(), queued, retry_in_ms = delay.as_millis() as u64,
+                tracing::warn!(error = %ErrorChain(&error), retryable = error.is_retryable(), queued, retry_in_ms = delay.as_millis() as u64,
                     "storage write failed; keeping the batch");
                 Err(error)
             }
@@ -455,7 +455,9 @@ impl Worker {
             match self.db.cleanup(key, self.settings.max_records) {
                 Ok(n) => deleted += n,
                 // Retention is retried on the next write of the series.
-                Err(error) => tracing::warn!(%error, series = %key, "retention failed"),
+                Err(error) => {
+                    tracing::warn!(error = %ErrorChain(&error), series = %key, "retention failed")
+                }
             }
         }
         deleted
@@ -478,7 +480,7 @@ impl Worker {
                     }
                 }
                 Err(error) if Instant::now() >= deadline => {
-                    tracing::error!(%error, "database refused the final write");
+                    tracing::error!(error = %ErrorChain(&error), "database refused the final write");
                     break rescue_queue(&mut lock(&self.queue), &self.rescue);
                 }
                 Err(_) => {
@@ -491,7 +493,7 @@ impl Worker {
             }
         };
         if let Err(error) = self.db.checkpoint() {
-            tracing::warn!(%error, "WAL not checkpointed at shutdown; ohlcv.db needs its -wal file");
+            tracing::warn!(error = %ErrorChain(&error), "WAL not checkpointed at shutdown; ohlcv.db needs its -wal file");
         }
         outcome
     }
@@ -531,7 +533,7 @@ fn rescue_queue(queue: &mut CandleQueue, rescue: &RescueFile) -> FlushOutcome {
             }
         }
         Err(error) => {
-            tracing::error!(%error, lost = candles.len(),
+            tracing::error!(error = %ErrorChain(&error), lost = candles.len(),
                 "candles lost: neither the database nor the rescue file could be written");
             let lost = candles.len();
             queue.restore(candles);

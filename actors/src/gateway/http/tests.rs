@@ -5,6 +5,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::test::{self, TestRequest};
 use actix_web::App;
+use ohlcv_domain::config::MAX_SYMBOLS_PER_EXCHANGE;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -115,6 +116,32 @@ async fn config_is_read_and_replaced_only_when_valid() {
         "{message}"
     );
 
+    // The limits of the config file: 500 symbols per exchange, none twice.
+    let mut too_many = config.clone();
+    too_many["exchanges"]["binance_futures"]["symbols"] = (0..=MAX_SYMBOLS_PER_EXCHANGE)
+        .map(|i| format!("S{i}USDT"))
+        .collect();
+    let message = error(
+        &call(&app, post("/config", too_many)).await,
+        400,
+        "invalid_config",
+    );
+    assert_eq!(
+        message,
+        "exchanges.binance_futures.symbols: 501 given, at most 500 are allowed per exchange"
+    );
+    let mut twice = config.clone();
+    twice["exchanges"]["simulated"]["symbols"] = json!(["BTCUSDT", "BTCUSDT"]);
+    let message = error(
+        &call(&app, post("/config", twice)).await,
+        400,
+        "invalid_config",
+    );
+    assert_eq!(
+        message,
+        "exchanges.simulated.symbols[1]: BTCUSDT is listed twice"
+    );
+
     let mut unknown = config.clone();
     unknown["colour"] = json!("blue");
     let message = error(
@@ -150,6 +177,38 @@ async fn config_is_read_and_replaced_only_when_valid() {
         control.calls(),
         ["config", "config", "replace_config port=4000"]
     );
+}
+
+#[actix_web::test]
+async fn a_key_given_twice_in_any_body_is_refused() {
+    let Harness { deps, control, .. } = harness();
+    let app = app(deps).await;
+    let cases = [
+        (
+            "/config",
+            r#"{"exchanges":{"simulated":{"enabled":true,"symbols":["BTCUSDT"],"symbols":["ETHUSDT"]}}}"#,
+            "exchanges.simulated.symbols: key listed twice",
+        ),
+        (
+            "/exchangeSymbols",
+            r#"{"exchange":"simulated","symbols":["BTCUSDT"],"symbols":["ETHUSDT"]}"#,
+            "symbols: key listed twice",
+        ),
+        (
+            "/toggleExchange",
+            r#"{"exchange":"simulated","enabled":true,"enabled":false}"#,
+            "enabled: key listed twice",
+        ),
+    ];
+    for (path, body, expected) in cases {
+        let req = TestRequest::post()
+            .uri(path)
+            .insert_header(header::ContentType::json())
+            .set_payload(body);
+        let message = error(&call(&app, req).await, 400, "bad_request");
+        assert!(message.contains(expected), "{path}: {message}");
+    }
+    assert!(control.calls().is_empty(), "{:?}", control.calls());
 }
 
 #[actix_web::test]
