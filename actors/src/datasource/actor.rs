@@ -332,7 +332,13 @@ impl Datasource {
             state.fetching = true;
         }
         let step = key.interval.duration_ms();
-        let chunk_end = from.saturating_add((HISTORY_CHUNK - 1) * step).min(to);
+        let Some(chunk_end) = history_chunk_end(from, to, step) else {
+            if let Some(state) = self.series.get_mut(&key) {
+                state.fetching = false;
+            }
+            done(self, ctx, Ok(()));
+            return;
+        };
         let source = self.deps.source.clone();
         let fetch_key = key.clone();
         let fut = async move {
@@ -350,8 +356,9 @@ impl Datasource {
             match result {
                 Ok(candles) => {
                     act.store_history(&key, candles);
-                    if chunk_end < to {
-                        act.fetch_history(ctx, key, chunk_end + step, to, done);
+                    let next = chunk_end.saturating_add(step);
+                    if history_chunk_end(next, to, step).is_some() {
+                        act.fetch_history(ctx, key, next, to, done);
                     } else {
                         done(act, ctx, Ok(()));
                     }
@@ -587,5 +594,51 @@ impl Handler<StopDatasource> for Datasource {
         }
         tracing::info!(exchange = %self.exchange, "datasource stopped");
         ctx.stop();
+    }
+}
+
+/// The open time of the last candle of the history chunk that starts at
+/// `from`: [`HISTORY_CHUNK`] candles at most, none past `to`. `None` when
+/// `from` is already past `to`, so that a range ending just after a chunk
+/// boundary (a `bootstrap_load` that is a multiple of the chunk) asks for
+/// nothing more instead of for a range that starts in the future.
+fn history_chunk_end(from: i64, to: i64, step: i64) -> Option<i64> {
+    (from <= to).then(|| from.saturating_add((HISTORY_CHUNK - 1) * step).min(to))
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    /// Every chunk `fetch_history` asks for over `from..=to`.
+    fn chunks(mut from: i64, to: i64, step: i64) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        while let Some(end) = history_chunk_end(from, to, step) {
+            out.push((from, end));
+            from = end + step;
+        }
+        out
+    }
+
+    #[test]
+    fn a_bootstrap_of_a_multiple_of_the_chunk_asks_for_nothing_in_the_future() {
+        let step = 60_000;
+        let now = 1_704_067_200_000 + 30_000; // mid-candle
+        let aligned = now - 30_000;
+        for load in [HISTORY_CHUNK, 2 * HISTORY_CHUNK] {
+            let from = aligned - (load - 1) * step;
+            let planned = chunks(from, now, step);
+            assert_eq!(planned.len() as i64, load / HISTORY_CHUNK, "{planned:?}");
+            assert!(planned.iter().all(|(from, end)| from <= end && *end <= now));
+            assert_eq!(planned.last().unwrap().1, aligned);
+            let candles: i64 = planned.iter().map(|(f, e)| (e - f) / step + 1).sum();
+            assert_eq!(candles, load);
+        }
+    }
+
+    #[test]
+    fn a_range_shorter_than_a_chunk_is_one_request_and_an_empty_one_none() {
+        assert_eq!(chunks(0, 5 * 60_000, 60_000), vec![(0, 5 * 60_000)]);
+        assert_eq!(chunks(10, 5, 1), vec![]);
     }
 }
