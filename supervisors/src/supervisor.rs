@@ -265,6 +265,7 @@ impl Supervisor {
         StorageSettings {
             batch_interval: Duration::from_millis(config.batch_interval),
             max_records: config.max_records,
+            max_queued: ohlcv_actors::storage::MAX_QUEUED_CANDLES,
         }
     }
 

@@ -291,3 +291,17 @@ async fn a_shutdown_with_a_stuck_storage_thread_rescues_the_queue_within_the_bud
     let lines = std::fs::read_to_string(&rescue).unwrap().lines().count();
     assert!(lines >= candles, "{lines} lines for {candles} candles");
 }
+
+#[actix_rt::test]
+async fn pending_restart_compares_with_what_runs_not_with_the_last_save() {
+    let (supervisor, control, _dir) = start(quiet_config(100), quick_policy());
+    let running = control.config().await.unwrap();
+    let mut elsewhere = running.clone();
+    elsewhere.port = 1;
+    let report = control.replace_config(elsewhere).await.unwrap();
+    assert_eq!(report.pending_restart, vec!["port"]);
+    // Back to the port the process listens on: nothing left pending.
+    let report = control.replace_config(running).await.unwrap();
+    assert!(report.pending_restart.is_empty(), "{report:?}");
+    supervisor.send(Shutdown).await.unwrap();
+}

@@ -225,6 +225,7 @@ pub(crate) fn harness() -> Harness {
         StorageSettings {
             batch_interval: Duration::from_secs(3600),
             max_records: 10_000,
+            max_queued: crate::storage::MAX_QUEUED_CANDLES,
         },
         HeartbeatSink::default(),
         LifeGuard::new(ChildId::Storage, 1, exit_sink.clone()),

@@ -207,6 +207,7 @@ impl StorageHandle {
 pub struct CandleSink {
     handle: StorageHandle,
     overflow: CandleQueue,
+    overflow_limit: usize,
     overflowed: u64,
     spilled: u64,
 }
@@ -217,9 +218,17 @@ impl CandleSink {
         CandleSink {
             handle,
             overflow: CandleQueue::default(),
+            overflow_limit: MAX_SINK_OVERFLOW,
             overflowed: 0,
             spilled: 0,
         }
+    }
+
+    /// Spills past `limit` kept candles instead of [`MAX_SINK_OVERFLOW`]
+    /// (tests reach the bound without millions of candles).
+    pub fn with_overflow_limit(mut self, limit: usize) -> Self {
+        self.overflow_limit = limit;
+        self
     }
 
     /// Hands `candle` to storage, or keeps it until there is room.
@@ -297,7 +306,7 @@ impl CandleSink {
     fn keep(&mut self, candle: Candle) {
         self.overflowed += 1;
         self.overflow.push(candle);
-        if self.overflow.len() >= MAX_SINK_OVERFLOW {
+        if self.overflow.len() >= self.overflow_limit {
             let closed = self.overflow.take_closed();
             match self.handle.rescue.append(&closed) {
                 Ok(()) => self.spilled += closed.len() as u64,

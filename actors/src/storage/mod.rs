@@ -18,6 +18,9 @@
 mod handle;
 mod worker;
 
+#[cfg(test)]
+mod tests;
+
 pub use handle::{CandleSink, FlushOutcome, StorageHandle, StorageRequestError, StorageStats};
 pub use worker::{spawn_storage, StorageChannels, StorageSettings};
 

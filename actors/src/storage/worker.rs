@@ -14,7 +14,9 @@ use ohlcv_storage::{
 use tokio::sync::oneshot;
 
 use super::handle::{FlushOutcome, StorageHandle, StorageStats};
-use super::{CANDLE_CHANNEL_CAPACITY, MAX_QUEUED_CANDLES, REQUEST_CHANNEL_CAPACITY};
+#[cfg(doc)]
+use super::MAX_QUEUED_CANDLES;
+use super::{CANDLE_CHANNEL_CAPACITY, REQUEST_CHANNEL_CAPACITY};
 use crate::lifecycle::{ChildId, CpuMeter, Heartbeat, HeartbeatSink, LifeGuard};
 use crate::metrics::{CommonMetrics, StorageMetrics, WorkerMetrics};
 use crate::HEARTBEAT_INTERVAL;
@@ -35,6 +37,10 @@ pub struct StorageSettings {
     pub batch_interval: Duration,
     /// Candles kept per series.
     pub max_records: u64,
+    /// Distinct candles the queue holds before it writes early or, while
+    /// the database fails, spills to the rescue file; normally
+    /// [`MAX_QUEUED_CANDLES`].
+    pub max_queued: usize,
 }
 
 pub(super) enum Request {
@@ -226,20 +232,29 @@ impl Worker {
         self.keep_queue_bounded();
     }
 
-    /// Keeps the queue under [`MAX_QUEUED_CANDLES`]: while the database
-    /// takes writes, by writing now rather than at the next batch; while it
-    /// fails, by moving the closed candles to the rescue file, replayed when
-    /// it recovers. Only if even the rescue file refuses does the queue keep
-    /// growing: nothing is dropped while there is memory.
+    /// Keeps the queue under `max_queued`: while the database takes
+    /// writes, by writing now rather than at the next batch; while it
+    /// fails, by [spilling](Self::spill_if_over_bound).
     fn keep_queue_bounded(&mut self) {
-        if lock(&self.queue).len() < MAX_QUEUED_CANDLES {
+        if lock(&self.queue).len() < self.settings.max_queued {
             return;
         }
         if self.retry_delay.is_none() {
             let _ = self.flush();
+        } else {
+            self.spill_if_over_bound();
+        }
+    }
+
+    /// While the database fails and the queue is at its bound, moves the
+    /// closed candles to the rescue file, written back when the database
+    /// recovers. Only if even the rescue file refuses does the queue keep
+    /// growing: nothing is dropped while there is memory.
+    fn spill_if_over_bound(&mut self) {
+        let mut queue = lock(&self.queue);
+        if queue.len() < self.settings.max_queued {
             return;
         }
-        let mut queue = lock(&self.queue);
         let closed = queue.take_closed();
         match self.rescue.append(&closed) {
             Ok(()) => {
@@ -426,6 +441,7 @@ impl Worker {
                 drop(stats);
                 tracing::warn!(error = %ErrorChain(&error), retryable = error.is_retryable(), queued, retry_in_ms = delay.as_millis() as u64,
                     "storage write failed; keeping the batch");
+                self.spill_if_over_bound();
                 Err(error)
             }
         }
