@@ -305,3 +305,36 @@ async fn pending_restart_compares_with_what_runs_not_with_the_last_save() {
     assert!(report.pending_restart.is_empty(), "{report:?}");
     supervisor.send(Shutdown).await.unwrap();
 }
+
+#[actix_rt::test]
+async fn a_shutdown_while_storage_waits_for_its_restart_starts_it_and_saves_everything() {
+    // Restarts a minute apart: storage is still `restarting` at the shutdown.
+    let policy = RestartPolicy {
+        initial_delay: Duration::from_secs(60),
+        max_delay: Duration::from_secs(60),
+        ..quick_policy()
+    };
+    let (supervisor, control, dir) = start(quiet_config(3_600_000), policy);
+    status_until(&control, "storage to run", |s| {
+        child(s, "storage").is_some_and(|c| c.state == "running")
+    })
+    .await;
+    supervisor
+        .send(FreezeChild {
+            child: ChildId::Storage,
+            duration: Duration::from_secs(12),
+        })
+        .await
+        .unwrap();
+    status_until(&control, "storage to wait for its restart", |s| {
+        child(s, "storage").is_some_and(|c| c.state == "restarting")
+    })
+    .await;
+    let outcome = supervisor.send(Shutdown).await.unwrap();
+    assert!(
+        matches!(outcome, FlushOutcome::Saved { rows } if rows > 0),
+        "{outcome:?}"
+    );
+    let db = Database::open(&dir.path().join("data/ohlcv.db")).unwrap();
+    assert!(!db.series().unwrap().is_empty());
+}
