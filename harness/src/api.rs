@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ohlcv_actors::metrics::{DatasourceMetrics, StorageMetrics};
 use serde_json::Value;
 
 use crate::HarnessError;
@@ -120,13 +121,19 @@ impl Status {
             .is_some_and(|children| children.iter().all(|c| c["state"] == "running"))
     }
 
+    /// The storage thread's last metrics; `None` before its first heartbeat.
+    pub fn storage(&self) -> Option<StorageMetrics> {
+        serde_json::from_value(self.child("storage")["metrics"].clone()).ok()
+    }
+
+    /// The last metrics of datasource `name`; `None` before its first
+    /// heartbeat.
+    pub fn datasource(&self, name: &str) -> Option<DatasourceMetrics> {
+        serde_json::from_value(self.child(name)["metrics"].clone()).ok()
+    }
+
     /// Restarts of child `name` since the process started.
     pub fn restarts(&self, name: &str) -> u64 {
         self.child(name)["restarts"].as_u64().unwrap_or(0)
     }
-}
-
-/// Counter `name` from the last heartbeat of `child` (0 when absent).
-pub fn metric(child: &Value, name: &str) -> u64 {
-    child["metrics"][name].as_u64().unwrap_or(0)
 }

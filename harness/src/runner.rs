@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api::{metric, Status};
+use crate::api::Status;
 use crate::candles::{check_database, DataCheck};
 use crate::error::describe_exit;
 use crate::faults::{database_sizes, DatabaseLock, FileSizeLimit};
@@ -319,7 +319,11 @@ impl Chaos {
         self.wait_status(
             &format!("{wanted} reconnects"),
             self.settings.effect_timeout,
-            |status| metric(status.child(DATASOURCE), "reconnects") >= wanted,
+            |status| {
+                status
+                    .datasource(DATASOURCE)
+                    .is_some_and(|m| m.reconnects >= wanted)
+            },
         )?;
         self.apply(json!({}))
     }
@@ -329,7 +333,11 @@ impl Chaos {
         self.wait_status(
             "a reconnect of the silent stream",
             self.settings.effect_timeout,
-            |status| metric(status.child(DATASOURCE), "reconnects") >= 1,
+            |status| {
+                status
+                    .datasource(DATASOURCE)
+                    .is_some_and(|m| m.reconnects >= 1)
+            },
         )?;
         self.apply(json!({}))
     }
@@ -341,7 +349,11 @@ impl Chaos {
         let effect = self.wait_status(
             "a write refused on the locked database",
             self.settings.effect_timeout,
-            |status| metric(status.child("storage"), "failed_flushes") > failed,
+            |status| {
+                status
+                    .storage()
+                    .is_some_and(|m| m.stats.failed_flushes > failed)
+            },
         );
         let held = effect.and_then(|_| self.hold(until, "holding the database lock"));
         let released = lock.release();
@@ -364,7 +376,11 @@ impl Chaos {
         let effect = self.wait_status(
             "a write refused on the full disk",
             self.settings.effect_timeout,
-            |status| metric(status.child("storage"), "failed_flushes") > failed,
+            |status| {
+                status
+                    .storage()
+                    .is_some_and(|m| m.stats.failed_flushes > failed)
+            },
         );
         let held = effect.and_then(|_| self.hold(until, "holding the file-size limit"));
         if self.collector.exit_status()?.is_none() {
@@ -398,8 +414,9 @@ impl Chaos {
             &format!("{wanted} updates at {rate}/s per series"),
             self.settings.effect_timeout,
             |status| {
-                let child = status.child(DATASOURCE);
-                child["metrics"]["state"] == "streaming" && metric(child, "updates") >= wanted
+                status
+                    .datasource(DATASOURCE)
+                    .is_some_and(|m| m.state == "streaming" && m.updates >= wanted)
             },
         )?;
         let delay = Duration::from_millis(self.rng.u64(0..self.settings.sigterm_batch_interval_ms));
@@ -554,23 +571,27 @@ impl Chaos {
             "every child running and the datasource streaming",
             timeout,
             |status| {
-                let datasource = status.child(DATASOURCE);
                 status.all_running()
-                    && datasource["metrics"]["state"] == "streaming"
-                    && metric(datasource, "updates") > 0
-                    && status.child("storage")["metrics"]["last_error"].is_null()
+                    && status
+                        .datasource(DATASOURCE)
+                        .is_some_and(|m| m.state == "streaming" && m.updates > 0)
+                    && status
+                        .storage()
+                        .is_some_and(|m| m.stats.last_error.is_none())
             },
         )?;
-        let storage = seen.child("storage");
-        let (heartbeat, flushes) = (
-            storage["last_heartbeat"].as_i64().unwrap_or(0),
-            metric(storage, "flushes"),
-        );
+        let heartbeat = seen.child("storage")["last_heartbeat"]
+            .as_i64()
+            .unwrap_or(0);
+        let flushes = seen.storage().map_or(0, |m| m.stats.flushes);
         self.wait_status("a batch written after recovery", timeout, |status| {
-            let storage = status.child("storage");
-            storage["last_heartbeat"].as_i64().unwrap_or(0) > heartbeat
-                && metric(storage, "flushes") > flushes
-                && storage["metrics"]["last_error"].is_null()
+            status.child("storage")["last_heartbeat"]
+                .as_i64()
+                .unwrap_or(0)
+                > heartbeat
+                && status
+                    .storage()
+                    .is_some_and(|m| m.stats.flushes > flushes && m.stats.last_error.is_none())
         })?;
         Ok(())
     }
@@ -638,7 +659,7 @@ impl Chaos {
     fn failed_flushes(&mut self) -> Result<u64, HarnessError> {
         self.collector.ensure_running("reading /status")?;
         let status = self.collector.api().status()?;
-        Ok(metric(status.child("storage"), "failed_flushes"))
+        Ok(status.storage().map_or(0, |m| m.stats.failed_flushes))
     }
 }
 

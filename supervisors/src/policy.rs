@@ -89,6 +89,18 @@ impl RestartTracker {
     }
 }
 
+impl RestartTracker {
+    /// Records that the child was stopped on purpose (a config change, a
+    /// reload) after running for `ran_for`. A stable run ends the streak of
+    /// quick deaths as a death after it would: otherwise a child restarted
+    /// by a config change would carry its old backoff into its next death.
+    pub fn on_stop(&mut self, policy: &RestartPolicy, ran_for: Duration) {
+        if ran_for >= policy.stable_after {
+            self.consecutive = 0;
+        }
+    }
+}
+
 /// ±20 % of `base`, so that children that died together do not restart
 /// in lockstep.
 pub fn with_jitter(base: Duration) -> Duration {
@@ -114,6 +126,25 @@ mod tests {
             .collect();
         let expected = [1, 2, 4, 8, 16, 32, 60, 60].map(|s| RestartDecision::RestartAfter(s * S));
         assert_eq!(delays, expected);
+    }
+
+    #[test]
+    fn a_stable_run_ended_on_purpose_resets_the_backoff() {
+        let policy = RestartPolicy {
+            intensity: 100,
+            ..RestartPolicy::default()
+        };
+        let mut tracker = RestartTracker::default();
+        let t0 = Instant::now();
+        tracker.on_exit(&policy, t0, S);
+        tracker.on_exit(&policy, t0 + 10 * S, S);
+        // A config change stops the child after a long, healthy run; the
+        // new incarnation dies at once.
+        tracker.on_stop(&policy, 120 * S);
+        assert_eq!(
+            tracker.on_exit(&policy, t0 + 200 * S, S),
+            RestartDecision::RestartAfter(S)
+        );
     }
 
     #[test]

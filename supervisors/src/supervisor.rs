@@ -531,6 +531,8 @@ impl Supervisor {
                 if let Some(timer) = child.pending_restart.take() {
                     ctx.cancel_future(timer);
                 }
+                let ran_for = child.started_at.map_or(Duration::ZERO, |t| t.elapsed());
+                child.tracker.on_stop(&self.policy, ran_for);
                 child.state = State::Stopped;
                 child.started_at = None;
                 std::mem::replace(&mut child.handle, Handle::None)
