@@ -133,7 +133,10 @@ SELECT s.exchange  AS exchange,
 FROM candles AS c JOIN series AS s ON s.id = c.series_id;
 ";
 
-/// The one write statement: latest write of a candle wins.
+/// The one write statement: latest write of a candle wins, except that a
+/// stored closed candle is final and never goes back to open (a late,
+/// stale write of its open state, e.g. by a storage thread that was
+/// blocked mid-batch and replaced, cannot undo it).
 const UPSERT_SQL: &str = "
 INSERT INTO candles (series_id, open_time, open, high, low, close, volume, closed)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -143,7 +146,8 @@ ON CONFLICT (series_id, open_time) DO UPDATE SET
     low = excluded.low,
     close = excluded.close,
     volume = excluded.volume,
-    closed = excluded.closed";
+    closed = excluded.closed
+WHERE excluded.closed OR NOT candles.closed";
 
 const SELECT_SERIES_ID_SQL: &str =
     "SELECT id FROM series WHERE exchange = ?1 AND symbol = ?2 AND interval = ?3";
@@ -309,7 +313,8 @@ impl Database {
 
     /// Stores `candles` in one transaction with a cached prepared upsert; a
     /// later candle of the same series and open time (in this batch or
-    /// stored earlier) replaces the earlier one.
+    /// stored earlier) replaces the earlier one, unless the stored one is
+    /// closed and the later one open: a closed candle is final.
     ///
     /// A candle with a non-finite price or volume cannot be stored
     /// faithfully and is skipped with a `warn` log rather than failing the
@@ -1274,6 +1279,27 @@ mod tests {
         db.insert(&candle(&k, 1, 1.0)).expect("insert after clear");
         assert_eq!(db.get_count(&k).expect("count"), 1);
         assert_eq!(pragma_i64(&db, "user_version"), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_stored_closed_candle_never_goes_back_to_open() {
+        let (_dir, mut db) = fresh();
+        let k = btc();
+        let mut closed = candle(&k, 1, 2.0);
+        closed.closed = true;
+        db.insert_batch(&[closed.clone()]).expect("closed");
+        let mut stale = candle(&k, 1, 1.0);
+        stale.closed = false;
+        db.insert_batch(&[stale]).expect("stale open write");
+        assert_eq!(
+            db.get_candles(&k, &all()).expect("read"),
+            vec![closed.clone()]
+        );
+        // A corrected closed candle still replaces it.
+        let mut corrected = closed;
+        corrected.close = 2.5;
+        db.insert_batch(&[corrected.clone()]).expect("corrected");
+        assert_eq!(db.get_candles(&k, &all()).expect("read"), vec![corrected]);
     }
 
     #[test]
