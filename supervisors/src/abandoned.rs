@@ -34,16 +34,13 @@ pub(crate) struct AbandonedThreads {
 impl AbandonedThreads {
     /// Counts the thread of `arbiter` until it ends. Call before stopping it.
     pub(crate) fn arbiter(&mut self, child: ChildId, arbiter: &ArbiterHandle) {
-        let count = self.arbiters.entry(child).or_default().clone();
-        count.fetch_add(1, Ordering::AcqRel);
-        let token = Counted(count);
-        // The future never completes: it is dropped, with its token, when
-        // the arbiter's runtime is torn down at the end of the thread. If
-        // the arbiter is already gone, the future (and token) drop now.
-        arbiter.spawn(async move {
-            let _token = token;
-            std::future::pending::<()>().await;
-        });
+        self.tracker(child).track(arbiter);
+    }
+
+    /// What counts an arbiter thread of `child` later, from a future that
+    /// cannot reach the supervisor (a stop that times out).
+    pub(crate) fn tracker(&mut self, child: ChildId) -> ArbiterTracker {
+        ArbiterTracker(self.arbiters.entry(child).or_default().clone())
     }
 
     /// Counts `thread` until it ends.
@@ -71,6 +68,24 @@ impl AbandonedThreads {
                 .values()
                 .map(|count| count.load(Ordering::Acquire))
                 .sum::<usize>()
+    }
+}
+
+/// Counts abandoned arbiter threads of one child.
+pub(crate) struct ArbiterTracker(Arc<AtomicUsize>);
+
+impl ArbiterTracker {
+    /// Counts the thread of `arbiter` until it ends. Call before stopping it.
+    pub(crate) fn track(&self, arbiter: &ArbiterHandle) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        let token = Counted(self.0.clone());
+        // The future never completes: it is dropped, with its token, when
+        // the arbiter's runtime is torn down at the end of the thread. If
+        // the arbiter is already gone, the future (and token) drop now.
+        arbiter.spawn(async move {
+            let _token = token;
+            std::future::pending::<()>().await;
+        });
     }
 }
 

@@ -539,6 +539,7 @@ impl Supervisor {
             }
             None => Handle::None,
         };
+        let abandoned = self.abandoned.tracker(id);
         async move {
             match handle {
                 Handle::Datasource {
@@ -551,6 +552,7 @@ impl Supervisor {
                         .is_err()
                     {
                         tracing::error!(child = %id, "datasource did not stop in time; abandoning its thread");
+                        abandoned.track(&arbiter);
                     }
                     retired.store(true, Ordering::Release);
                     arbiter.stop();

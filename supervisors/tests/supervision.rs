@@ -338,3 +338,38 @@ async fn a_shutdown_while_storage_waits_for_its_restart_starts_it_and_saves_ever
     let db = Database::open(&dir.path().join("data/ohlcv.db")).unwrap();
     assert!(!db.series().unwrap().is_empty());
 }
+
+#[actix_rt::test]
+async fn a_datasource_that_cannot_stop_in_time_is_counted_until_its_thread_ends() {
+    let config = serde_json::json!({
+        "exchanges": {"simulated": {"enabled": true, "symbols": ["BTCUSDT"],
+            "simulation": {"updates_per_second": 200,
+                           "faults": {"block_after_updates": 20, "block_ms": 12000}}}},
+        "intervals": ["1m"], "bootstrap_load": 10, "batch_interval": 100, "port": 0
+    });
+    let (supervisor, control, _dir) = start(config, quick_policy());
+    // Blocked: running, but silent for longer than a heartbeat interval.
+    status_until(&control, "the datasource to block", |s| {
+        child(s, "simulated").is_some_and(|c| {
+            c.state == "running"
+                && c.last_heartbeat
+                    .is_some_and(|at| ohlcv_domain::time::now_ms() - at > 4_000)
+        })
+    })
+    .await;
+    // Disabling the exchange asks the (blocked) datasource to stop; it
+    // cannot answer, and its thread is abandoned after the stop timeout.
+    control
+        .toggle_exchange(ohlcv_domain::ExchangeId::Simulated, Some(false))
+        .await
+        .unwrap();
+    let stopped = control.status().await.unwrap();
+    let simulated = child(&stopped, "simulated").unwrap();
+    assert_eq!(simulated.state, "stopped");
+    assert_eq!(simulated.abandoned_threads, 1, "{stopped:?}");
+    status_until(&control, "the blocked thread to end", |s| {
+        s.abandoned_threads == 0
+    })
+    .await;
+    supervisor.send(Shutdown).await.unwrap();
+}
