@@ -1,7 +1,8 @@
-//! Actors of ohlcv-collector and the exchange adapters they drive.
+//! Actors of ohlcv-collector.
 //!
 //! - [`datasource`]: one `Datasource` actor per enabled exchange, on its own
-//!   arbiter, and the exchange adapters behind the [`MarketSource`] trait;
+//!   arbiter, driving that exchange's adapter (a [`MarketSource`] of crate
+//!   `ohlcv-exchanges`);
 //! - [`storage`]: the thread that owns SQLite;
 //! - [`monitor`]: heartbeats, worker metrics, system info;
 //! - [`metrics`]: what each worker reports in its heartbeat;
@@ -10,7 +11,7 @@
 //!   reporting, heartbeats);
 //! - [`control`]: the commands the gateway sends to the supervisor.
 //!
-//! [`MarketSource`]: datasource::source::MarketSource
+//! [`MarketSource`]: ohlcv_exchanges::MarketSource
 
 use std::time::Duration;
 

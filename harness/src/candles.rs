@@ -2,7 +2,7 @@
 //! series: lost, duplicated and differing candles of each series.
 //!
 //! The simulated exchange's candles are pure functions of the seed, the
-//! series and the open time ([`final_candle`], [`candle_at`] of the actors
+//! series and the open time ([`final_candle`], [`candle_at`] of the exchanges
 //! crate, the same code the exchange serves from), so whatever the
 //! collector went through, what it stored can be checked candle by candle.
 
@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use ohlcv_actors::datasource::exchanges::simulated::{candle_at, final_candle, STEPS_PER_CANDLE};
 use ohlcv_domain::{Candle, ExchangeId, SeriesKey};
+use ohlcv_exchanges::simulated::{candle_at, final_candle, STEPS_PER_CANDLE};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::HarnessError;

@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ohlcv_actors::control::{ApplyReport, ChildStatus, ControlError, StatusReport};
-use ohlcv_actors::datasource::exchanges;
-use ohlcv_actors::datasource::source::MarketSource;
 use ohlcv_actors::datasource::{
     Datasource, DatasourceDeps, DatasourceSettings, ReloadSettings, StopDatasource,
 };
@@ -39,6 +37,7 @@ use ohlcv_actors::{HEARTBEAT_INTERVAL, MISSED_HEARTBEATS_LIMIT};
 use ohlcv_domain::config::{Config, ConfigError, ConfigStore, ExchangeConfig};
 use ohlcv_domain::time::now_ms;
 use ohlcv_domain::{ErrorChain, ExchangeId};
+use ohlcv_exchanges::MarketSource;
 use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::Database;
 
@@ -427,7 +426,7 @@ impl Supervisor {
             .get(&exchange)
             .cloned()
             .unwrap_or_default();
-        let source = exchanges::build(exchange, &config).map_err(|e| e.to_string())?;
+        let source = ohlcv_exchanges::build(exchange, &config).map_err(|e| e.to_string())?;
         self.sources.insert(exchange, source.clone());
         Ok(source)
     }

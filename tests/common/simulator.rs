@@ -1,8 +1,8 @@
 //! Checks stored candles against the simulated exchange's deterministic
 //! series.
 
-use ohlcv_actors::datasource::exchanges::simulated::{candle_at, final_candle, STEPS_PER_CANDLE};
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
+use ohlcv_exchanges::simulated::{candle_at, final_candle, STEPS_PER_CANDLE};
 use serde_json::Value;
 
 /// The key of a simulated series.

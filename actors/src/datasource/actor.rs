@@ -9,9 +9,9 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use ohlcv_domain::time::now_ms;
 use ohlcv_domain::{Candle, ErrorChain, ExchangeId, Interval, SeriesKey, Symbol};
+use ohlcv_exchanges::{ExchangeError, MarketSource};
 
 use super::series::SeriesState;
-use super::source::{ExchangeError, MarketSource};
 use crate::gateway::broadcast::Broadcaster;
 use crate::gateway::protocol::{ReloadProgress, ServerMessage};
 use crate::lifecycle::{ChildId, CpuMeter, Heartbeat, HeartbeatSink, LifeGuard};

@@ -1,4 +1,5 @@
-//! Datasources: one actor per enabled exchange, and the adapters they use.
+//! Datasources: one actor per enabled exchange, driving its adapter (a
+//! [`MarketSource`](ohlcv_exchanges::MarketSource) from `ohlcv-exchanges`).
 //!
 //! A [`Datasource`] connects its exchange's live stream first, then syncs
 //! each series' history over REST (bootstrap when nothing is stored, gap
@@ -9,8 +10,6 @@
 //! disconnect, a missed close, a blocked thread).
 
 mod actor;
-pub mod exchanges;
 mod series;
-pub mod source;
 
 pub use actor::{Datasource, DatasourceDeps, DatasourceSettings, ReloadSettings, StopDatasource};

@@ -3,8 +3,8 @@
 //! An adapter only speaks its exchange's protocol: list the symbols, return
 //! candles for a time range over REST, and open a live stream of candle
 //! updates. Reconnects, gap filling, heartbeats and forwarding are the
-//! [`Datasource`](super::Datasource) actor's job, so every adapter gets them
-//! for free and the same way.
+//! datasource actor's job (`ohlcv_actors::datasource::Datasource`), so every
+//! adapter gets them for free and the same way.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -60,7 +60,7 @@ impl ExchangeError {
     }
 }
 
-/// One exchange, as seen by a [`Datasource`](super::Datasource).
+/// One exchange, as seen by a datasource actor.
 ///
 /// Implementations hold no per-connection state that must survive a
 /// datasource restart, except what they deliberately share (the simulated

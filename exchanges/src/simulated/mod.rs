@@ -28,7 +28,7 @@ pub use path::{candle_at, final_candle, price_at, step_at, STEPS_PER_CANDLE};
 use path::{CandleBuilder, Market, PricePath, LISTED};
 use stream::{tick_period, Clock, Faults, LiveStream, TokioClock};
 
-use crate::datasource::source::{CandleStream, ExchangeError, MarketSource};
+use crate::source::{CandleStream, ExchangeError, MarketSource};
 
 /// Most candles one [`SimulatedExchange::backfill`] call returns; a larger
 /// range is refused, so a bad request cannot allocate without bound

@@ -1,14 +1,13 @@
-//! Exchange adapters, one folder per exchange, and the factory that builds
-//! the adapter for an exchange id from its config.
-
-pub mod simulated;
+//! The adapter registry: the factory that builds the adapter for an
+//! exchange id from its config.
 
 use std::sync::Arc;
 
 use ohlcv_domain::config::ExchangeConfig;
 use ohlcv_domain::ExchangeId;
 
-use super::source::{ExchangeError, MarketSource};
+use crate::simulated;
+use crate::source::{ExchangeError, MarketSource};
 
 /// Builds the adapter for `id` with its settings.
 ///

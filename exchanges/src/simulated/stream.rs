@@ -31,7 +31,7 @@ use ohlcv_domain::{Candle, ExchangeId, SeriesKey};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::path::{step_at, CandleBuilder, Market, PricePath, STEPS_PER_CANDLE};
-use crate::datasource::source::ExchangeError;
+use crate::source::ExchangeError;
 
 /// Where a stream gets its time from.
 pub(super) trait Clock: Send + Unpin + 'static {

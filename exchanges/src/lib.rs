@@ -1,0 +1,20 @@
+//! Exchange adapters of ohlcv-collector: everything that speaks an
+//! exchange's protocol, and nothing that runs it.
+//!
+//! - [`source`]: the [`MarketSource`] interface every adapter implements,
+//!   its live [`CandleStream`] and [`ExchangeError`];
+//! - [`registry`]: which exchanges this build has an adapter for, and
+//!   [`build`], which makes one from its config;
+//! - [`simulated`]: the deterministic in-process exchange.
+//!
+//! This crate depends on `ohlcv-domain` only, so the compiler enforces that
+//! exchange code never imports actor, gateway or storage code. Reconnects,
+//! gap filling, heartbeats and forwarding are the datasource actor's job
+//! (crate `ohlcv-actors`), done the same way for every adapter.
+
+pub mod registry;
+pub mod simulated;
+pub mod source;
+
+pub use registry::build;
+pub use source::{CandleStream, ExchangeError, MarketSource};
