@@ -130,8 +130,7 @@ fn run(config_path: PathBuf, format: LogFormat) -> anyhow::Result<ExitStatus> {
     install_panic_capture();
 
     let store = ConfigStore::new(&config_path);
-    let config = store
-        .load()
+    let config = ohlcv_supervisors::load_config(&store)
         .with_context(|| format!("configuration {} refused", config_path.display()))?;
     // The port first: a second copy of the collector (or anything else on
     // the port) stops this one before it creates or touches any file.

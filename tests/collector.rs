@@ -484,10 +484,14 @@ fn bad_requests_get_documented_errors_and_change_nothing() {
 
 #[test]
 fn bad_config_files_are_refused_naming_the_key() {
-    let cases: [(Value, &str); 4] = [
+    let cases: [(Value, &str); 5] = [
         (
             simulated_config(|c| c["exchanges"]["simulated"]["symbols"][1] = json!("ETH/USDT")),
             "exchanges.simulated.symbols[1]",
+        ),
+        (
+            simulated_config(|c| c["exchanges"]["binance_futures"]["enabled"] = json!(true)),
+            "exchanges.binance_futures.enabled: the binance_futures adapter is not available",
         ),
         (
             simulated_config(|c| c["intervals"] = json!(["1m", "7m"])),

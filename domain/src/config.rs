@@ -156,7 +156,8 @@ impl std::fmt::Debug for ApiToken {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeConfig {
-    /// Whether the collector runs a datasource for this exchange.
+    /// Whether the collector runs a datasource for this exchange; only an
+    /// exchange with an adapter in the registry can be enabled.
     #[serde(default)]
     pub enabled: bool,
     /// Normalised symbols (`BTCUSDT`) to collect.
@@ -417,6 +418,11 @@ impl Config {
 
     /// Checks every rule that the types alone do not enforce.
     ///
+    /// What this build can run is not checked here: which exchanges have an
+    /// adapter and which intervals each serves is asked of the adapter
+    /// registry (`ohlcv_exchanges::registry::check_config`), which the
+    /// supervisor runs on every config it accepts.
+    ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the first offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -494,12 +500,6 @@ impl Config {
 impl ExchangeConfig {
     fn validate(&self, id: ExchangeId) -> Result<(), ConfigError> {
         let key = |field: &str| format!("exchanges.{id}.{field}");
-        if self.enabled && !id.has_adapter() {
-            return Err(ConfigError::invalid(
-                key("enabled"),
-                format!("the {id} adapter is not available in this version; only simulated can be enabled"),
-            ));
-        }
         check_symbols(&self.symbols)
             .map_err(|error| ConfigError::invalid(error.key(&key("symbols")), error.to_string()))?;
         for (field, url, schemes) in [
@@ -729,10 +729,6 @@ mod tests {
             (
                 sample_with("/port", 70000.into()),
                 "port: invalid value: integer `70000`",
-            ),
-            (
-                sample_with("/exchanges/binance_futures/enabled", true.into()),
-                "exchanges.binance_futures.enabled: the binance_futures adapter is not available",
             ),
             (
                 sample_with("/exchanges/binance_futures/ws_url", "http://x".into()),

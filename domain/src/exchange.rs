@@ -5,10 +5,13 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// One exchange (market) the collector knows how to talk to.
+/// One exchange (market) the collector knows of.
 ///
 /// The string form (`binance_futures`, …) is the contract users see in the
 /// config file, the HTTP routes and the `exchange` column of the database.
+/// Whether this build has an adapter for it, and so whether it can be
+/// enabled, is the adapter registry's answer (crate `ohlcv-exchanges`), not
+/// the domain's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ExchangeId {
     /// Binance USDT-M perpetual futures.
@@ -39,13 +42,6 @@ impl ExchangeId {
             ExchangeId::OkxFutures => "okx_futures",
             ExchangeId::Simulated => "simulated",
         }
-    }
-
-    /// Whether this build can collect from the exchange. The real adapters
-    /// arrive after the simulated one; until then enabling them is refused
-    /// with a clear message instead of failing at run time.
-    pub const fn has_adapter(self) -> bool {
-        matches!(self, ExchangeId::Simulated)
     }
 }
 

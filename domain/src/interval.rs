@@ -12,7 +12,9 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 /// (Binance, Bybit and OKX's `1Wutc` agree), four days after the epoch.
 const WEEK_OFFSET_MS: i64 = 4 * DAY_MS;
 
-/// A candle interval supported by every exchange the collector speaks to.
+/// A candle interval the collector knows. Which of them an exchange serves
+/// is its adapter's answer, asked of the adapter registry (crate
+/// `ohlcv-exchanges`); today every adapter serves all of them.
 ///
 /// Monthly candles are left out on purpose: they have no fixed length, and
 /// every gap check in the collector relies on `open_time + duration`.

@@ -3,8 +3,8 @@
 //!
 //! - [`source`]: the [`MarketSource`] interface every adapter implements,
 //!   its live [`CandleStream`] and [`ExchangeError`];
-//! - [`registry`]: which exchanges this build has an adapter for, and
-//!   [`build`], which makes one from its config;
+//! - [`registry`]: which exchanges this build has an adapter for, which
+//!   intervals each serves, and the factory that makes one from its config;
 //! - [`simulated`]: the deterministic in-process exchange.
 //!
 //! This crate depends on `ohlcv-domain` only, so the compiler enforces that
@@ -16,5 +16,4 @@ pub mod registry;
 pub mod simulated;
 pub mod source;
 
-pub use registry::build;
 pub use source::{CandleStream, ExchangeError, MarketSource};

@@ -13,4 +13,6 @@ pub mod supervisor;
 
 pub use abandoned::MAX_ABANDONED_PER_CHILD;
 pub use control::{SupervisorControl, TokenCell};
-pub use supervisor::{FreezeChild, Shutdown, Supervisor, SupervisorSetup, SHUTDOWN_BUDGET};
+pub use supervisor::{
+    load_config, FreezeChild, Shutdown, Supervisor, SupervisorSetup, SHUTDOWN_BUDGET,
+};

@@ -37,7 +37,7 @@ use ohlcv_actors::{HEARTBEAT_INTERVAL, MISSED_HEARTBEATS_LIMIT};
 use ohlcv_domain::config::{Config, ConfigError, ConfigStore, ExchangeConfig};
 use ohlcv_domain::time::now_ms;
 use ohlcv_domain::{ErrorChain, ExchangeId};
-use ohlcv_exchanges::MarketSource;
+use ohlcv_exchanges::{registry, MarketSource};
 use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::Database;
 
@@ -70,7 +70,7 @@ const GATEWAY_WORKERS: usize = 2;
 pub struct SupervisorSetup {
     /// The config file.
     pub store: ConfigStore,
-    /// Its validated content.
+    /// Its content, as [`load_config`] accepts it.
     pub config: Config,
     /// The opened database (opened by `main` so that a refused file stops
     /// the process before anything starts).
@@ -426,7 +426,7 @@ impl Supervisor {
             .get(&exchange)
             .cloned()
             .unwrap_or_default();
-        let source = ohlcv_exchanges::build(exchange, &config).map_err(|e| e.to_string())?;
+        let source = registry::build(exchange, &config).map_err(|e| e.to_string())?;
         self.sources.insert(exchange, source.clone());
         Ok(source)
     }
@@ -626,14 +626,17 @@ impl Supervisor {
         &self.config
     }
 
-    /// Saves `config` atomically; nothing else changes when it is refused.
+    /// Saves `config` atomically if this build can run it ([`accept`]);
+    /// nothing else changes when it is refused.
     pub(crate) fn save_config(&self, config: &Config) -> Result<(), ControlError> {
-        self.store.save(config).map_err(config_error)
+        accept(config)
+            .and_then(|()| self.store.save(config))
+            .map_err(config_error)
     }
 
-    /// Re-reads the config file.
+    /// Re-reads the config file, as [`load_config`] does at start.
     pub(crate) fn load_config(&self) -> Result<Config, ControlError> {
-        self.store.load().map_err(config_error)
+        load_config(&self.store).map_err(config_error)
     }
 
     /// Moves from the running config to `new`: starts, stops, reloads or
@@ -779,6 +782,27 @@ impl Supervisor {
 /// The settings an exchange adapter is built from; a change needs a new one.
 fn adapter_settings(exchange: &ExchangeConfig) -> impl PartialEq + '_ {
     (&exchange.rest_url, &exchange.ws_url, &exchange.simulation)
+}
+
+/// Reads the config file at `store` and accepts it as the supervisor
+/// accepts every config: the domain rules ([`Config::validate`]), then what
+/// this build can run ([`registry::check_config`]). What `main` starts
+/// from, and what `/restart` re-reads.
+///
+/// # Errors
+/// [`ConfigError::Io`] if unreadable, [`ConfigError::Parse`] or
+/// [`ConfigError::Invalid`] naming the offending key.
+pub fn load_config(store: &ConfigStore) -> Result<Config, ConfigError> {
+    let config = store.load()?;
+    accept(&config)?;
+    Ok(config)
+}
+
+/// The domain rules, then what this build can run, asked of the adapter
+/// registry: every enabled exchange has an adapter serving every interval.
+fn accept(config: &Config) -> Result<(), ConfigError> {
+    config.validate()?;
+    registry::check_config(config)
 }
 
 fn config_error(error: ConfigError) -> ControlError {

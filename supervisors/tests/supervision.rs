@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use ohlcv_actors::control::{Control, StatusReport};
+use ohlcv_actors::control::{Control, ControlError, StatusReport};
 use ohlcv_actors::gateway::broadcast::Broadcaster;
 use ohlcv_actors::gateway::logs::LogHistory;
 use ohlcv_actors::lifecycle::install_panic_capture;
@@ -14,10 +14,12 @@ use ohlcv_actors::lifecycle::ChildId;
 use ohlcv_actors::metrics::WorkerMetrics;
 use ohlcv_actors::storage::FlushOutcome;
 use ohlcv_domain::config::ConfigStore;
+use ohlcv_domain::ExchangeId;
 use ohlcv_storage::Database;
 use ohlcv_supervisors::policy::RestartPolicy;
 use ohlcv_supervisors::{
-    FreezeChild, Shutdown, Supervisor, SupervisorControl, SupervisorSetup, MAX_ABANDONED_PER_CHILD,
+    load_config, FreezeChild, Shutdown, Supervisor, SupervisorControl, SupervisorSetup,
+    MAX_ABANDONED_PER_CHILD,
 };
 
 /// Polls the supervisor's status until `pred` holds, or fails after 30 s.
@@ -303,6 +305,62 @@ async fn pending_restart_compares_with_what_runs_not_with_the_last_save() {
     // Back to the port the process listens on: nothing left pending.
     let report = control.replace_config(running).await.unwrap();
     assert!(report.pending_restart.is_empty(), "{report:?}");
+    supervisor.send(Shutdown).await.unwrap();
+}
+
+/// Asserts that `result` is the registry's refusal of enabling
+/// binance_futures, as the gateway shows it (`invalid_config`, 400).
+fn assert_no_adapter<T: std::fmt::Debug>(result: Result<T, ControlError>) {
+    match result {
+        Err(ControlError::Invalid { code, message }) => {
+            assert_eq!(code, "invalid_config");
+            assert_eq!(
+                message,
+                "exchanges.binance_futures.enabled: the binance_futures adapter is not \
+                 available in this version; only simulated can be enabled"
+            );
+        }
+        other => panic!("expected the no-adapter refusal, got {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn enabling_an_exchange_without_an_adapter_is_refused_on_every_config_path() {
+    let (supervisor, control, dir) = start(quiet_config(100), quick_policy());
+    let path = dir.path().join("config.json");
+    let before = std::fs::read(&path).unwrap();
+    let running = control.config().await.unwrap();
+    let mut binance = running.clone();
+    binance
+        .exchanges
+        .entry(ExchangeId::BinanceFutures)
+        .or_default()
+        .enabled = true;
+    // The domain rules alone let it through: the registry refuses it.
+    assert!(binance.validate().is_ok());
+
+    assert_no_adapter(control.replace_config(binance.clone()).await);
+    assert_no_adapter(
+        control
+            .toggle_exchange(ExchangeId::BinanceFutures, Some(true))
+            .await,
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing saved");
+    assert_eq!(control.config().await.unwrap(), running, "nothing applied");
+
+    // The same file edited by hand: refused at start and by `/restart`.
+    std::fs::write(&path, binance.to_json_pretty()).unwrap();
+    let error = load_config(&ConfigStore::new(&path)).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("exchanges.binance_futures.enabled: the binance_futures adapter"),
+        "{error}"
+    );
+    assert_no_adapter(control.restart().await);
+    assert_eq!(control.config().await.unwrap(), running, "nothing applied");
+    let status = control.status().await.unwrap();
+    assert!(child(&status, "binance_futures").is_none(), "{status:?}");
     supervisor.send(Shutdown).await.unwrap();
 }
 
