@@ -18,7 +18,7 @@
 //! - [`settings`]: the storms and the two presets, short and soak;
 //! - [`runner`]: one run, storm after storm ([`Chaos`]);
 //! - [`report`]: what a storm did, and the table;
-//! - [`soak`]: the long run with samples every minute.
+//! - [`mod@soak`]: the long run with samples every minute.
 //!
 //! The CLI is `examples/chaos.rs` of the root package; `tests/chaos.rs`
 //! runs the short preset against the binary cargo builds.

@@ -220,7 +220,7 @@ impl Collector {
         tail[tail.len().saturating_sub(lines)..].to_vec()
     }
 
-    /// Whether one of the last [`LogTail::KEEP`] log lines contains `text`.
+    /// Whether one of the last 2000 log lines contains `text`.
     pub fn log_contains(&self, text: &str) -> bool {
         self.log.lines().iter().any(|line| line.contains(text))
     }
