@@ -23,7 +23,7 @@ use ohlcv_actors::datasource::{
 };
 use ohlcv_actors::gateway::broadcast::Broadcaster;
 use ohlcv_actors::gateway::logs::LogHistory;
-use ohlcv_actors::gateway::{serve_listener, Gateway, GatewayDeps, StopGateway};
+use ohlcv_actors::gateway::{serve_listener, FreezeGateway, Gateway, GatewayDeps, StopGateway};
 use ohlcv_actors::lifecycle::{
     process_threads, ChildExited, ChildId, ExitReason, HeartbeatSink, LifeGuard,
 };
@@ -112,7 +112,7 @@ enum Handle {
         retired: Arc<AtomicBool>,
     },
     Monitor(Addr<Monitor>, ArbiterHandle),
-    Gateway(Addr<Gateway>),
+    Gateway(Addr<Gateway>, ArbiterHandle),
     Datasource {
         addr: Addr<Datasource>,
         arbiter: ArbiterHandle,
@@ -299,7 +299,7 @@ impl Supervisor {
             }
         }
         let stuck = self.abandoned.of(id);
-        if stuck >= MAX_ABANDONED_PER_CHILD && id != ChildId::Gateway {
+        if stuck >= MAX_ABANDONED_PER_CHILD {
             let error = format!(
                 "{stuck} threads of earlier incarnations are still stalled; not starting another until one ends"
             );
@@ -381,14 +381,12 @@ impl Supervisor {
                 // Every incarnation serves the socket bound at start.
                 let server = serve_listener(deps, &self.listener, GATEWAY_WORKERS)
                     .map_err(|e| format!("cannot serve {}: {e}", self.gateway_addr))?;
-                let addr = Gateway::new(
-                    server,
-                    self.broadcaster.clone(),
-                    self.heartbeats.clone(),
-                    guard,
-                )
-                .start();
-                Ok(Handle::Gateway(addr))
+                let (broadcaster, heartbeats) = (self.broadcaster.clone(), self.heartbeats.clone());
+                let arbiter = Arbiter::new().handle();
+                let addr = Gateway::start_in_arbiter(&arbiter, move |_| {
+                    Gateway::new(server, broadcaster, heartbeats, guard)
+                });
+                Ok(Handle::Gateway(addr, arbiter))
             }
             ChildId::Datasource(exchange) => {
                 let source = self.source(exchange)?;
@@ -465,7 +463,7 @@ impl Supervisor {
                 }
                 arbiter.stop();
             }
-            Handle::Monitor(_, arbiter) => {
+            Handle::Monitor(_, arbiter) | Handle::Gateway(_, arbiter) => {
                 if stalled {
                     self.abandoned.arbiter(id, &arbiter);
                 }
@@ -477,8 +475,7 @@ impl Supervisor {
                     self.abandoned.thread(id, thread);
                 }
             }
-            // The actor is gone; its server was stopped when it dropped.
-            Handle::Gateway(_) | Handle::None => {}
+            Handle::None => {}
         }
     }
 
@@ -559,9 +556,10 @@ impl Supervisor {
                 Handle::Monitor(_, arbiter) => {
                     arbiter.stop();
                 }
-                Handle::Gateway(addr) => {
+                Handle::Gateway(addr, arbiter) => {
                     let _ =
                         tokio::time::timeout(GATEWAY_STOP_TIMEOUT, addr.send(StopGateway)).await;
+                    arbiter.stop();
                 }
                 Handle::Storage { .. } | Handle::None => {}
             }
@@ -871,14 +869,6 @@ impl Handler<WorkerStalled> for Supervisor {
             "missed {MISSED_HEARTBEATS_LIMIT} heartbeats (silent for {:.1} s)",
             msg.silent_for.as_secs_f64()
         );
-        if msg.child == ChildId::Gateway {
-            // The gateway actor shares the supervisor's thread (a stall
-            // there would stop this handler too); a silent gateway is one
-            // whose heartbeat timer died. Its server keeps answering, so it
-            // is left running and only reported.
-            tracing::error!(child = %msg.child, %error, "gateway heartbeats missing");
-            return;
-        }
         // Retire the stalled incarnation: its thread may be blocked, so it
         // cannot be asked to stop; it stops itself when it wakes up. The
         // replacement starts on a new thread, on the same queues.
@@ -931,8 +921,8 @@ impl Supervisor {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct FreezeChild {
-    /// The monitor or storage (datasources stall through the simulated
-    /// exchange's `block_after_updates` fault).
+    /// The monitor, storage or the gateway (datasources stall through the
+    /// simulated exchange's `block_after_updates` fault).
     pub child: ChildId,
     /// How long.
     pub duration: Duration,
@@ -946,6 +936,9 @@ impl Handler<FreezeChild> for Supervisor {
             (ChildId::Storage, _) => self.storage.handle().freeze(msg.duration),
             (ChildId::Monitor, Some(Handle::Monitor(addr, _))) => {
                 addr.do_send(FreezeMonitor(msg.duration));
+            }
+            (ChildId::Gateway, Some(Handle::Gateway(addr, _))) => {
+                addr.do_send(FreezeGateway(msg.duration));
             }
             _ => tracing::warn!(child = %msg.child, "cannot freeze this child"),
         }

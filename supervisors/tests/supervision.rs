@@ -373,8 +373,10 @@ async fn a_shutdown_while_storage_waits_for_its_restart_starts_it_and_saves_ever
         ..quick_policy()
     };
     let (supervisor, control, dir) = start(quiet_config(3_600_000), policy);
-    status_until(&control, "storage to run", |s| {
-        child(s, "storage").is_some_and(|c| c.state == "running")
+    status_until(&control, "candles to be queued", |s| {
+        child(s, "storage").is_some_and(
+            |c| matches!(&c.metrics, Some(WorkerMetrics::Storage(m)) if m.stats.queued > 0),
+        )
     })
     .await;
     supervisor
@@ -430,4 +432,62 @@ async fn a_datasource_that_cannot_stop_in_time_is_counted_until_its_thread_ends(
     })
     .await;
     supervisor.send(Shutdown).await.unwrap();
+}
+
+/// Whether the HTTP server at `addr` answers `GET /health`.
+fn health(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+#[actix_rt::test]
+async fn a_stalled_gateway_is_replaced_while_the_port_keeps_answering() {
+    let (supervisor, control, _dir) = start(quiet_config(100), quick_policy());
+    let running = status_until(&control, "the gateway's first heartbeat", |s| {
+        child(s, "gateway").is_some_and(|c| c.metrics.is_some())
+    })
+    .await;
+    let Some(WorkerMetrics::Gateway(metrics)) = &child(&running, "gateway").unwrap().metrics else {
+        panic!("no gateway metrics: {running:?}");
+    };
+    let addr = metrics.address.clone();
+    assert!(health(&addr));
+    supervisor
+        .send(FreezeChild {
+            child: ChildId::Gateway,
+            duration: Duration::from_secs(14),
+        })
+        .await
+        .unwrap();
+    let replaced = status_until(&control, "the stalled gateway to be replaced", |s| {
+        child(s, "gateway").is_some_and(|c| c.restarts == 1 && c.state == "running")
+    })
+    .await;
+    assert_eq!(child(&replaced, "gateway").unwrap().abandoned_threads, 1);
+    // Both while the old actor is frozen and after, the port answers.
+    let addr_for_check = addr.clone();
+    assert!(tokio::task::spawn_blocking(move || health(&addr_for_check))
+        .await
+        .unwrap());
+    status_until(&control, "the frozen gateway thread to end", |s| {
+        s.abandoned_threads == 0
+    })
+    .await;
+    assert!(tokio::task::spawn_blocking(move || health(&addr))
+        .await
+        .unwrap());
+    assert!(matches!(
+        supervisor.send(Shutdown).await.unwrap(),
+        FlushOutcome::Saved { .. }
+    ));
 }

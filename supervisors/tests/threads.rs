@@ -1,5 +1,6 @@
 //! Thread accounting needs a process of its own: `/proc/self/task` counts
-//! every thread of the test binary, so this file holds one test only.
+//! every thread of the test binary, so the tests of this file run one at a
+//! time (a lock) and nothing else runs in this binary.
 
 use std::time::{Duration, Instant};
 
@@ -12,8 +13,13 @@ use ohlcv_storage::Database;
 use ohlcv_supervisors::policy::RestartPolicy;
 use ohlcv_supervisors::{Shutdown, Supervisor, SupervisorSetup};
 
+/// Held by each test for its whole run: thread counts of one test must not
+/// see the threads of another.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[actix_rt::test]
 async fn a_datasource_that_keeps_dying_leaves_no_thread_behind() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     install_panic_capture();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.json");
@@ -66,6 +72,76 @@ async fn a_datasource_that_keeps_dying_leaves_no_thread_behind() {
         assert!(
             Instant::now() < deadline,
             "threads {threads} after {restarts} restarts, {baseline:?} after the first: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    supervisor.send(Shutdown).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_replaced_gateway_takes_its_server_threads_with_it_once_it_wakes() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    install_panic_capture();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    let config = serde_json::json!({
+        "exchanges": {"simulated": {"enabled": true, "symbols": ["BTCUSDT"],
+            "simulation": {"updates_per_second": 20}}},
+        "intervals": ["1m"], "bootstrap_load": 10, "batch_interval": 100, "port": 0
+    });
+    std::fs::write(&path, config.to_string()).unwrap();
+    let store = ConfigStore::new(&path);
+    let config = store.load().unwrap();
+    let database = Database::open(&config.resolved_database_path(&store.dir())).unwrap();
+    let (supervisor, control) = Supervisor::new(SupervisorSetup {
+        store,
+        config,
+        database,
+        broadcaster: Broadcaster::new(),
+        logs: LogHistory::default(),
+        listener: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    })
+    .start_with_control();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let status = control.status().await.unwrap();
+        if status
+            .children
+            .iter()
+            .all(|c| c.state == "running" && c.metrics.is_some())
+        {
+            break status.threads.expect("Linux reports threads");
+        }
+        assert!(Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    supervisor
+        .send(ohlcv_supervisors::FreezeChild {
+            child: ohlcv_actors::lifecycle::ChildId::Gateway,
+            duration: Duration::from_secs(12),
+        })
+        .await
+        .unwrap();
+    loop {
+        let status = control.status().await.unwrap();
+        let gateway = status
+            .children
+            .iter()
+            .find(|c| c.name == "gateway")
+            .unwrap();
+        let threads = status.threads.unwrap();
+        // Replaced, the frozen incarnation ended, and its server with it.
+        if gateway.restarts == 1
+            && gateway.state == "running"
+            && status.abandoned_threads == 0
+            && threads <= before + 1
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "threads {threads}, {before} before the stall: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

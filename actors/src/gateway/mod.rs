@@ -10,7 +10,9 @@
 //!   [`errors`] the HTTP error shape.
 //!
 //! The server itself runs on its own actix-web worker threads; the actor
-//! only owns its lifetime. The supervisor owns shutdown, so the server
+//! only owns its lifetime, on an arbiter of its own (so that the monitor
+//! sees its heartbeats stop if it stalls, and the supervisor can replace
+//! it). The supervisor owns shutdown, so the server
 //! installs no signal handlers.
 
 pub mod broadcast;
@@ -212,6 +214,24 @@ impl Drop for Gateway {
         // idempotent: after a graceful stop these are no-ops.
         self.close_sessions();
         drop(self.handle.stop(false));
+    }
+}
+
+/// Blocks the gateway actor's thread for the given time, as a bug would.
+/// For tests of stall handling only: no route or command of the API
+/// reaches it. (The HTTP workers run on threads of their own and keep
+/// answering.)
+#[doc(hidden)]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FreezeGateway(pub std::time::Duration);
+
+impl Handler<FreezeGateway> for Gateway {
+    type Result = ();
+
+    fn handle(&mut self, msg: FreezeGateway, _: &mut Self::Context) {
+        tracing::warn!(ms = msg.0.as_millis() as u64, "gateway frozen on request");
+        std::thread::sleep(msg.0);
     }
 }
 
