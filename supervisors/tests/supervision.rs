@@ -3,13 +3,12 @@
 //! schedule, while the rest of the process carries on; dead children leave
 //! no thread behind, and stalled ones are replaced, counted and bounded.
 
-use std::time::{Duration, Instant};
+mod common;
 
-use actix::Addr;
-use ohlcv_actors::control::{Control, ControlError, StatusReport};
-use ohlcv_actors::gateway::broadcast::Broadcaster;
-use ohlcv_actors::gateway::logs::LogHistory;
-use ohlcv_actors::lifecycle::install_panic_capture;
+use std::time::Duration;
+
+use common::{child, freeze, quick_policy, start, status_until};
+use ohlcv_actors::control::{Control, ControlError};
 use ohlcv_actors::lifecycle::ChildId;
 use ohlcv_actors::metrics::WorkerMetrics;
 use ohlcv_actors::storage::FlushOutcome;
@@ -17,75 +16,7 @@ use ohlcv_domain::config::ConfigStore;
 use ohlcv_domain::ExchangeId;
 use ohlcv_storage::Database;
 use ohlcv_supervisors::policy::RestartPolicy;
-use ohlcv_supervisors::{
-    load_config, FreezeChild, Shutdown, Supervisor, SupervisorControl, SupervisorSetup,
-    MAX_ABANDONED_PER_CHILD,
-};
-
-/// Polls the supervisor's status until `pred` holds, or fails after 30 s.
-async fn status_until(
-    control: &SupervisorControl,
-    what: &str,
-    pred: impl Fn(&StatusReport) -> bool,
-) -> StatusReport {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut poll = tokio::time::interval(Duration::from_millis(20));
-    loop {
-        poll.tick().await;
-        let status = control.status().await.expect("status");
-        if pred(&status) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {status:?}"
-        );
-    }
-}
-
-fn child<'a>(
-    status: &'a StatusReport,
-    name: &str,
-) -> Option<&'a ohlcv_actors::control::ChildStatus> {
-    status.children.iter().find(|c| c.name == name)
-}
-
-/// A short restart policy, so tests see several restarts in seconds.
-fn quick_policy() -> RestartPolicy {
-    RestartPolicy {
-        initial_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(300),
-        intensity: 3,
-        period: Duration::from_secs(60),
-        stable_after: Duration::from_secs(60),
-    }
-}
-
-/// Starts a supervisor on `config` (a config file's JSON) in a temp dir.
-fn start(
-    config: serde_json::Value,
-    policy: RestartPolicy,
-) -> (Addr<Supervisor>, SupervisorControl, tempfile::TempDir) {
-    install_panic_capture();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let store = ConfigStore::new(&path);
-    let config = store.load().unwrap();
-    let database = Database::open(&config.resolved_database_path(&store.dir())).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (supervisor, control) = Supervisor::new(SupervisorSetup {
-        store,
-        config,
-        database,
-        broadcaster: Broadcaster::new(),
-        logs: LogHistory::default(),
-        listener,
-    })
-    .with_policy(policy)
-    .start_with_control();
-    (supervisor, control, dir)
-}
+use ohlcv_supervisors::{load_config, Shutdown, MAX_ABANDONED_PER_CHILD};
 
 #[actix_rt::test]
 async fn a_child_that_keeps_dying_is_marked_failed_and_retried_on_the_slow_schedule() {
@@ -153,13 +84,7 @@ async fn a_stalled_monitor_is_replaced_and_its_thread_counted_until_it_ends() {
         child(s, "monitor").is_some_and(|c| c.state == "running")
     })
     .await;
-    supervisor
-        .send(FreezeChild {
-            child: ChildId::Monitor,
-            duration: Duration::from_secs(14),
-        })
-        .await
-        .unwrap();
+    freeze(&supervisor, ChildId::Monitor, Duration::from_secs(14)).await;
 
     let replaced = status_until(&control, "the stalled monitor to be replaced", |s| {
         child(s, "monitor").is_some_and(|c| c.restarts == 1 && c.state == "running")
@@ -199,13 +124,7 @@ async fn a_stalled_storage_thread_is_replaced_on_the_same_queue() {
         child(s, "storage").is_some_and(|c| c.state == "running")
     })
     .await;
-    supervisor
-        .send(FreezeChild {
-            child: ChildId::Storage,
-            duration: Duration::from_secs(14),
-        })
-        .await
-        .unwrap();
+    freeze(&supervisor, ChildId::Storage, Duration::from_secs(14)).await;
     let replaced = status_until(&control, "the stalled storage thread to be replaced", |s| {
         child(s, "storage").is_some_and(|c| c.restarts == 1 && c.state == "running")
     })
@@ -243,13 +162,7 @@ async fn a_child_whose_stalled_threads_reach_the_bound_is_not_started_again() {
             child(s, "monitor").is_some_and(|c| c.state == "running" && c.restarts == stall - 1)
         })
         .await;
-        supervisor
-            .send(FreezeChild {
-                child: ChildId::Monitor,
-                duration: Duration::from_secs(60),
-            })
-            .await
-            .unwrap();
+        freeze(&supervisor, ChildId::Monitor, Duration::from_secs(60)).await;
     }
     let refused = status_until(&control, "the monitor to be refused a new thread", |s| {
         child(s, "monitor").is_some_and(|c| {
@@ -277,13 +190,7 @@ async fn a_shutdown_with_a_stuck_storage_thread_rescues_the_queue_within_the_bud
         )
     })
     .await;
-    supervisor
-        .send(FreezeChild {
-            child: ChildId::Storage,
-            duration: Duration::from_secs(60),
-        })
-        .await
-        .unwrap();
+    freeze(&supervisor, ChildId::Storage, Duration::from_secs(60)).await;
     let outcome = supervisor.send(Shutdown).await.unwrap();
     let FlushOutcome::Rescued { candles } = outcome else {
         panic!("expected the queue in the rescue file, got {outcome:?}");
@@ -379,13 +286,7 @@ async fn a_shutdown_while_storage_waits_for_its_restart_starts_it_and_saves_ever
         )
     })
     .await;
-    supervisor
-        .send(FreezeChild {
-            child: ChildId::Storage,
-            duration: Duration::from_secs(12),
-        })
-        .await
-        .unwrap();
+    freeze(&supervisor, ChildId::Storage, Duration::from_secs(12)).await;
     status_until(&control, "storage to wait for its restart", |s| {
         child(s, "storage").is_some_and(|c| c.state == "restarting")
     })
@@ -462,13 +363,7 @@ async fn a_stalled_gateway_is_replaced_while_the_port_keeps_answering() {
     };
     let addr = metrics.address.clone();
     assert!(health(&addr));
-    supervisor
-        .send(FreezeChild {
-            child: ChildId::Gateway,
-            duration: Duration::from_secs(14),
-        })
-        .await
-        .unwrap();
+    freeze(&supervisor, ChildId::Gateway, Duration::from_secs(14)).await;
     let replaced = status_until(&control, "the stalled gateway to be replaced", |s| {
         child(s, "gateway").is_some_and(|c| c.restarts == 1 && c.state == "running")
     })

@@ -2,16 +2,15 @@
 //! every thread of the test binary, so the tests of this file run one at a
 //! time (a lock) and nothing else runs in this binary.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{freeze, start};
 use ohlcv_actors::control::Control;
-use ohlcv_actors::gateway::broadcast::Broadcaster;
-use ohlcv_actors::gateway::logs::LogHistory;
-use ohlcv_actors::lifecycle::install_panic_capture;
-use ohlcv_domain::config::ConfigStore;
-use ohlcv_storage::Database;
+use ohlcv_actors::lifecycle::ChildId;
 use ohlcv_supervisors::policy::RestartPolicy;
-use ohlcv_supervisors::{Shutdown, Supervisor, SupervisorSetup};
+use ohlcv_supervisors::Shutdown;
 
 /// Held by each test for its whole run: thread counts of one test must not
 /// see the threads of another.
@@ -20,19 +19,12 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 #[actix_rt::test]
 async fn a_datasource_that_keeps_dying_leaves_no_thread_behind() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    install_panic_capture();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.json");
     let config = serde_json::json!({
         "exchanges": {"simulated": {"enabled": true, "symbols": ["BTCUSDT"],
             "simulation": {"updates_per_second": 200,
                            "faults": {"panic_after_updates": 20, "repeat": true}}}},
         "intervals": ["1m"], "bootstrap_load": 10, "batch_interval": 100, "port": 0
     });
-    std::fs::write(&path, config.to_string()).unwrap();
-    let store = ConfigStore::new(&path);
-    let config = store.load().unwrap();
-    let database = Database::open(&config.resolved_database_path(&store.dir())).unwrap();
     // Restarts without end: every death must be followed by a restart.
     let policy = RestartPolicy {
         initial_delay: Duration::from_millis(10),
@@ -41,16 +33,7 @@ async fn a_datasource_that_keeps_dying_leaves_no_thread_behind() {
         period: Duration::from_secs(60),
         stable_after: Duration::from_secs(60),
     };
-    let (supervisor, control) = Supervisor::new(SupervisorSetup {
-        store,
-        config,
-        database,
-        broadcaster: Broadcaster::new(),
-        logs: LogHistory::default(),
-        listener: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-    })
-    .with_policy(policy)
-    .start_with_control();
+    let (supervisor, control, _dir) = start(config, policy);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut baseline = None;
@@ -81,27 +64,12 @@ async fn a_datasource_that_keeps_dying_leaves_no_thread_behind() {
 #[actix_rt::test]
 async fn a_replaced_gateway_takes_its_server_threads_with_it_once_it_wakes() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    install_panic_capture();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.json");
     let config = serde_json::json!({
         "exchanges": {"simulated": {"enabled": true, "symbols": ["BTCUSDT"],
             "simulation": {"updates_per_second": 20}}},
         "intervals": ["1m"], "bootstrap_load": 10, "batch_interval": 100, "port": 0
     });
-    std::fs::write(&path, config.to_string()).unwrap();
-    let store = ConfigStore::new(&path);
-    let config = store.load().unwrap();
-    let database = Database::open(&config.resolved_database_path(&store.dir())).unwrap();
-    let (supervisor, control) = Supervisor::new(SupervisorSetup {
-        store,
-        config,
-        database,
-        broadcaster: Broadcaster::new(),
-        logs: LogHistory::default(),
-        listener: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-    })
-    .start_with_control();
+    let (supervisor, control, _dir) = start(config, RestartPolicy::default());
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let before = loop {
@@ -116,13 +84,7 @@ async fn a_replaced_gateway_takes_its_server_threads_with_it_once_it_wakes() {
         assert!(Instant::now() < deadline, "{status:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    supervisor
-        .send(ohlcv_supervisors::FreezeChild {
-            child: ohlcv_actors::lifecycle::ChildId::Gateway,
-            duration: Duration::from_secs(12),
-        })
-        .await
-        .unwrap();
+    freeze(&supervisor, ChildId::Gateway, Duration::from_secs(12)).await;
     loop {
         let status = control.status().await.unwrap();
         let gateway = status
