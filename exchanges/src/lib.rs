@@ -5,13 +5,17 @@
 //!   its live [`CandleStream`] and [`ExchangeError`];
 //! - [`registry`]: which exchanges this build has an adapter for, which
 //!   intervals each serves, and the factory that makes one from its config;
-//! - [`simulated`]: the deterministic in-process exchange.
+//! - [`simulated`]: the deterministic in-process exchange;
+//! - [`binance_futures`]: the protocol code of Binance USDT-M futures (wire
+//!   types, REST and stream encoding and decoding), not yet networked nor
+//!   in the registry.
 //!
 //! This crate depends on `ohlcv-domain` only, so the compiler enforces that
 //! exchange code never imports actor, gateway or storage code. Reconnects,
 //! gap filling, heartbeats and forwarding are the datasource actor's job
 //! (crate `ohlcv-actors`), done the same way for every adapter.
 
+pub mod binance_futures;
 pub mod registry;
 pub mod simulated;
 pub mod source;
