@@ -4,8 +4,9 @@
 //! It owns:
 //! - [`wire`]: the documented REST and WebSocket payloads as serde types;
 //! - [`rest`]: URLs of `GET /fapi/v1/klines` and `GET /fapi/v1/exchangeInfo`,
-//!   page planning over the 1500-row limit, request weights, and decoding of
-//!   responses into [`Candle`](ohlcv_domain::Candle)s and [`Symbol`]s;
+//!   page planning over the 1500-row limit, request weights, decoding of
+//!   responses into [`Candle`](ohlcv_domain::Candle)s and [`Symbol`]s, and
+//!   HTTP errors into retryable or final [`ExchangeError`]s;
 //! - [`ws`]: stream names, the routed `/market` URL, subscribe planning
 //!   within the per-connection limits, and decoding of text frames;
 //! - here: the mapping of our [`Interval`]s and [`Symbol`]s to Binance's
@@ -110,17 +111,23 @@ pub fn symbol_from_wire(text: &str, field: &str) -> Result<Symbol, ExchangeError
     Symbol::new(&text.to_ascii_uppercase()).map_err(|e| decode_error(format!("{field}: {e}"), text))
 }
 
-/// An [`ExchangeError::Decode`] with `reason` and the first
-/// `MAX_RAW_IN_ERROR` bytes of `raw` (cut on a character boundary).
+/// An [`ExchangeError::Decode`] with `reason` and the start of `raw`
+/// ([`truncated`]).
 pub(crate) fn decode_error(reason: impl Into<String>, raw: &str) -> ExchangeError {
+    ExchangeError::Decode {
+        reason: reason.into(),
+        raw: truncated(raw),
+    }
+}
+
+/// The first `MAX_RAW_IN_ERROR` bytes of `raw`, cut on a character
+/// boundary, for an error that keeps the payload for the log.
+pub(crate) fn truncated(raw: &str) -> String {
     let mut end = raw.len().min(MAX_RAW_IN_ERROR);
     while !raw.is_char_boundary(end) {
         end -= 1;
     }
-    ExchangeError::Decode {
-        reason: reason.into(),
-        raw: raw[..end].to_owned(),
-    }
+    raw[..end].to_owned()
 }
 
 /// Parses a decimal string field (a price or a volume) into a finite,

@@ -6,10 +6,12 @@
 //! [`KlinesPage::first`], fetch [`KlinesPage::url`], [`decode_klines`], then
 //! [`KlinesPage::next`] with what came back, until it says `None`.
 
+use std::time::Duration;
+
 use ohlcv_domain::{Candle, Interval, SeriesKey, Symbol};
 
-use super::wire::{ExchangeInfo, KlineRow};
-use super::{decode_error, interval_name, parse_decimal, rest_symbol, EXCHANGE};
+use super::wire::{ApiError, ExchangeInfo, KlineRow};
+use super::{decode_error, interval_name, parse_decimal, rest_symbol, truncated, EXCHANGE};
 use crate::source::ExchangeError;
 
 /// Path of the klines endpoint.
@@ -33,6 +35,16 @@ pub const TRADING: &str = "TRADING";
 
 /// The quote asset of the contracts we collect.
 pub const QUOTE_ASSET: &str = "USDT";
+
+/// Wait after a 429 (too many requests) that came without a usable
+/// `Retry-After` header: one minute, the window the `REQUEST_WEIGHT` limit
+/// is counted over.
+const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// Wait after a 418 (IP banned) without a usable `Retry-After` header: the
+/// shortest ban Binance documents is two minutes; the header, when sent,
+/// gives the real length.
+const DEFAULT_BAN_WAIT: Duration = Duration::from_secs(120);
 
 /// `rest_url` + `path`, without a doubled slash when the configured base
 /// ends with one.
@@ -212,6 +224,48 @@ pub fn decode_klines(
         .collect()
 }
 
+/// The error for a REST response with a non-success `status`, its
+/// `Retry-After` header (seconds), if any, and its `body`:
+/// - 429 (rate limited) and 418 (IP banned, after repeated 429s) become
+///   [`ExchangeError::RateLimited`], waiting as long as `Retry-After` says
+///   (a minute, or two for a ban, when it says nothing usable);
+/// - 400 with a documented error body (`{"code":-1121,"msg":"Invalid
+///   symbol."}`) becomes [`ExchangeError::Rejected`]: the same request
+///   will fail again;
+/// - anything else (403 from the firewall, 5xx, an unknown body) becomes
+///   [`ExchangeError::Http`], which is retried.
+///
+/// The `Retry-After` semantics are from Binance's spot "LIMITS" docs; the
+/// futures pages retrieved only list the 418/429 codes.
+pub fn http_error(status: u16, retry_after: Option<&str>, body: &str) -> ExchangeError {
+    let header = retry_after
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    match status {
+        429 => ExchangeError::RateLimited {
+            retry_after: header.unwrap_or(DEFAULT_RATE_LIMIT_WAIT),
+        },
+        418 => ExchangeError::RateLimited {
+            retry_after: header.unwrap_or(DEFAULT_BAN_WAIT),
+        },
+        400 => match serde_json::from_str::<ApiError>(body) {
+            Ok(e) => {
+                ExchangeError::Rejected(format!("binance_futures error {}: {}", e.code, e.msg))
+            }
+            Err(_) => http(status, body),
+        },
+        _ => http(status, body),
+    }
+}
+
+/// An [`ExchangeError::Http`] keeping the start of the body for the log.
+fn http(status: u16, body: &str) -> ExchangeError {
+    ExchangeError::Http {
+        status,
+        body: truncated(body),
+    }
+}
+
 /// Decodes an exchangeInfo response `body` into the symbols we can collect:
 /// `PERPETUAL` contracts, `TRADING`, quoted in `USDT`, sorted. A listed
 /// symbol that is not a valid [`Symbol`] (Binance lists some with non-ASCII
@@ -241,6 +295,7 @@ mod tests {
 
     const KLINES: &str = include_str!("test_data/klines.json");
     const EXCHANGE_INFO: &str = include_str!("test_data/exchange_info.json");
+    const API_ERROR: &str = include_str!("test_data/api_error.json");
     const MIN: i64 = 60_000;
 
     fn btc() -> Symbol {
@@ -407,6 +462,40 @@ mod tests {
             .unwrap();
         assert_eq!(wide.limit, MAX_KLINES_LIMIT);
         assert_eq!(wide.next(1500, Some(i64::MAX)), None);
+    }
+
+    #[test]
+    fn http_errors_map_to_retryable_or_rejected() {
+        let rejected = http_error(400, None, API_ERROR);
+        assert_eq!(
+            rejected.to_string(),
+            "rejected by the exchange: binance_futures error -1121: Invalid symbol."
+        );
+        assert!(!rejected.is_retryable());
+        let wait = |e: ExchangeError| match e {
+            ExchangeError::RateLimited { retry_after } => retry_after,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(wait(http_error(429, Some("7"), "")), Duration::from_secs(7));
+        assert_eq!(
+            wait(http_error(429, Some("soon"), "")),
+            DEFAULT_RATE_LIMIT_WAIT
+        );
+        assert_eq!(wait(http_error(418, None, "")), DEFAULT_BAN_WAIT);
+        assert_eq!(
+            wait(http_error(418, Some(" 3600 "), "")),
+            Duration::from_secs(3600)
+        );
+        for (status, body) in [(400, "<html>"), (403, API_ERROR), (502, "bad gateway")] {
+            let e = http_error(status, None, body);
+            assert!(e.is_retryable(), "{status}");
+            assert!(matches!(e, ExchangeError::Http { status: s, .. } if s == status));
+        }
+        let long = "x".repeat(10_000);
+        match http_error(500, None, &long) {
+            ExchangeError::Http { body, .. } => assert!(body.len() < 1000),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

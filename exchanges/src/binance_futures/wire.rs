@@ -161,6 +161,26 @@ pub struct SymbolInfo {
     pub quote_asset: String,
 }
 
+/// The body of a failed REST request: a code and a message. "Codes are
+/// universal, but messages can vary."
+///
+/// ```json
+/// {
+///   "code": -1121,
+///   "msg": "Invalid symbol."
+/// }
+/// ```
+///
+/// Docs: <https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code>
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ApiError {
+    /// Error code, negative (`-1121` invalid symbol, `-1003` too many
+    /// requests, …).
+    pub code: i64,
+    /// Human-readable reason.
+    pub msg: String,
+}
+
 /// A kline event of the stream `<symbol>@kline_<interval>`, pushed every
 /// 250 ms while the candle changes.
 ///
@@ -360,6 +380,7 @@ mod tests {
     const KLINES: &str = include_str!("test_data/klines.json");
     const EXCHANGE_INFO: &str = include_str!("test_data/exchange_info.json");
     const KLINE_EVENT: &str = include_str!("test_data/kline_event.json");
+    const API_ERROR: &str = include_str!("test_data/api_error.json");
     const SUBSCRIBE: &str = include_str!("test_data/subscribe_request.json");
     const UNSUBSCRIBE: &str = include_str!("test_data/unsubscribe_request.json");
     const ACK: &str = include_str!("test_data/subscribe_ack.json");
@@ -425,6 +446,18 @@ mod tests {
                 status: "TRADING".into(),
                 quote_asset: "USDT".into(),
             }]
+        );
+    }
+
+    #[test]
+    fn documented_api_error_decodes() {
+        let err: ApiError = serde_json::from_str(API_ERROR).unwrap();
+        assert_eq!(
+            err,
+            ApiError {
+                code: -1121,
+                msg: "Invalid symbol.".into()
+            }
         );
     }
 
