@@ -5,13 +5,17 @@
 //!   its live [`CandleStream`] and [`ExchangeError`];
 //! - [`registry`]: which exchanges this build has an adapter for, which
 //!   intervals each serves, and the factory that makes one from its config;
-//! - [`simulated`]: the deterministic in-process exchange.
+//! - [`simulated`]: the deterministic in-process exchange;
+//! - [`okx_futures`]: the OKX v5 perpetual swap protocol (wire types, REST
+//!   paging, WebSocket frames), pure code with no networking yet and not
+//!   registered as an adapter.
 //!
 //! This crate depends on `ohlcv-domain` only, so the compiler enforces that
 //! exchange code never imports actor, gateway or storage code. Reconnects,
 //! gap filling, heartbeats and forwarding are the datasource actor's job
 //! (crate `ohlcv-actors`), done the same way for every adapter.
 
+pub mod okx_futures;
 pub mod registry;
 pub mod simulated;
 pub mod source;
