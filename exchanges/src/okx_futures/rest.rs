@@ -46,8 +46,17 @@ pub const MAX_LIMIT: i64 = 300;
 pub const PAGE_LIMIT: i64 = 100;
 const _: () = assert!(0 < PAGE_LIMIT && PAGE_LIMIT <= MAX_LIMIT);
 
-/// OKX's "Too Many Requests" code; answered with HTTP 429.
-const RATE_LIMITED_CODE: &str = "50011";
+/// OKX codes that mean "slow down": 50011 "Rate limit reached" / "Too
+/// Many Requests" and 50013 "Systems are busy" (both documented with HTTP
+/// 429 as well).
+const RATE_LIMITED_CODES: [&str; 2] = ["50011", "50013"];
+
+/// OKX codes for a passing server fault, with the HTTP status the error
+/// code table documents for them: 50001 "Service temporarily unavailable"
+/// (503), 50004 "API endpoint request timeout" (400), 50026 "System error"
+/// (500). Reported as [`ExchangeError::Http`] so they are retried, unlike a
+/// rejection.
+const TRANSIENT_CODES: [(&str, u16); 3] = [("50001", 503), ("50004", 400), ("50026", 500)];
 
 /// How long to back off after [`RATE_LIMITED_CODE`]: the candle endpoints'
 /// rate limits count requests per 2-second window.
@@ -179,7 +188,9 @@ pub fn plan_pages(
 /// Decodes one candle response body into candles of `key`, oldest first.
 ///
 /// # Errors
-/// - [`ExchangeError::RateLimited`] for OKX code 50011;
+/// - [`ExchangeError::RateLimited`] for OKX codes 50011 and 50013;
+/// - [`ExchangeError::Http`] (retryable) for the transient server faults
+///   50001, 50004 and 50026;
 /// - [`ExchangeError::Rejected`] with OKX's code and `msg` for any other
 ///   `code` other than `"0"`;
 /// - [`ExchangeError::Decode`] when the body or a row does not match the
@@ -258,15 +269,22 @@ fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, ExchangeError>
 }
 
 fn check_code<T>(response: &RestResponse<T>) -> Result<(), ExchangeError> {
-    match response.code.as_str() {
-        "0" => Ok(()),
-        RATE_LIMITED_CODE => Err(ExchangeError::RateLimited {
+    let code = response.code.as_str();
+    if code == "0" {
+        return Ok(());
+    }
+    if RATE_LIMITED_CODES.contains(&code) {
+        return Err(ExchangeError::RateLimited {
             retry_after: RATE_LIMIT_BACKOFF,
+        });
+    }
+    let reason = format!("OKX code {code}: {}", response.msg);
+    match TRANSIENT_CODES.iter().find(|(c, _)| *c == code) {
+        Some(&(_, status)) => Err(ExchangeError::Http {
+            status,
+            body: reason,
         }),
-        code => Err(ExchangeError::Rejected(format!(
-            "OKX code {code}: {}",
-            response.msg
-        ))),
+        None => Err(ExchangeError::Rejected(reason)),
     }
 }
 
@@ -462,6 +480,10 @@ mod tests {
         assert!(decode_instruments(&suspended).unwrap().is_empty());
         let err = decode_instruments(r#"{"code":"50001","msg":"Service temporarily unavailable"}"#)
             .unwrap_err();
-        assert!(err.to_string().contains("50001"), "{err}");
+        assert!(
+            matches!(&err, ExchangeError::Http { status: 503, body } if body.contains("50001")),
+            "{err}"
+        );
+        assert!(err.is_retryable());
     }
 }
