@@ -9,6 +9,9 @@
 //! - [`binance_futures`]: the protocol code of Binance USDT-M futures (wire
 //!   types, REST and stream encoding and decoding), not yet networked nor
 //!   in the registry.
+//! - [`okx_futures`]: the OKX v5 perpetual swap protocol (wire types, REST
+//!   paging, WebSocket frames), pure code with no networking yet and not
+//!   registered as an adapter.
 //!
 //! This crate depends on `ohlcv-domain` only, so the compiler enforces that
 //! exchange code never imports actor, gateway or storage code. Reconnects,
@@ -16,6 +19,7 @@
 //! (crate `ohlcv-actors`), done the same way for every adapter.
 
 pub mod binance_futures;
+pub mod okx_futures;
 pub mod registry;
 pub mod simulated;
 pub mod source;
