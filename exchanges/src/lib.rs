@@ -5,13 +5,17 @@
 //!   its live [`CandleStream`] and [`ExchangeError`];
 //! - [`registry`]: which exchanges this build has an adapter for, which
 //!   intervals each serves, and the factory that makes one from its config;
-//! - [`simulated`]: the deterministic in-process exchange.
+//! - [`simulated`]: the deterministic in-process exchange;
+//! - [`bybit_futures`]: the Bybit v5 linear protocol code (payloads, REST
+//!   and WebSocket messages, decoding); not registered yet, it has no
+//!   [`MarketSource`] implementation until its networking lands.
 //!
 //! This crate depends on `ohlcv-domain` only, so the compiler enforces that
 //! exchange code never imports actor, gateway or storage code. Reconnects,
 //! gap filling, heartbeats and forwarding are the datasource actor's job
 //! (crate `ohlcv-actors`), done the same way for every adapter.
 
+pub mod bybit_futures;
 pub mod registry;
 pub mod simulated;
 pub mod source;
