@@ -26,8 +26,11 @@ use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
 
 use crate::source::ExchangeError;
 
-/// Mainnet REST base URL; the config may override it (tests point it at
-/// loopback). Paths such as [`rest::KLINE_PATH`] are appended to it.
+/// Mainnet REST base URL ("Mainnet (both endpoints are available):
+/// `https://api.bybit.com`, `https://api.bytick.com`",
+/// <https://bybit-exchange.github.io/docs/v5/guide>); the config may
+/// override it (tests point it at loopback). Paths such as
+/// [`rest::KLINE_PATH`] are appended to it.
 pub const DEFAULT_REST_URL: &str = "https://api.bybit.com";
 
 /// Mainnet public WebSocket for USDT/USDC perpetuals ("USDT, USDC perpetual

@@ -9,7 +9,7 @@
 
 use ohlcv_domain::{Candle, Interval, SeriesKey, Symbol};
 
-use super::wire::{Envelope, InstrumentsResult, KlineResult, KlineRow};
+use super::wire::{Envelope, InstrumentsResult, KlineResult, KlineRow, RetCode};
 use super::{decode_error, decode_json, interval_name, symbol_name, to_candle, WireCandle};
 use crate::source::ExchangeError;
 
@@ -158,7 +158,9 @@ pub fn plan_pages(
 /// candle is still forming.
 ///
 /// # Errors
-/// [`ExchangeError::Rejected`] with `retMsg` when `retCode` is not 0;
+/// [`ExchangeError::Rejected`] with `retMsg` when `retCode` is not 0
+/// (but [`ExchangeError::RateLimited`] for a rate-limit code and
+/// [`ExchangeError::Connect`] for a server failure, both retryable);
 /// [`ExchangeError::Decode`] naming the field for anything that is not the
 /// documented shape (a row of fewer than six fields, a non-numeric price,
 /// a symbol other than `key`'s).
@@ -291,7 +293,7 @@ pub struct InstrumentsPage {
 /// pre-launch contracts are left out.
 ///
 /// # Errors
-/// [`ExchangeError::Rejected`] with `retMsg` when `retCode` is not 0;
+/// As [`decode_klines`] for a non-zero `retCode`;
 /// [`ExchangeError::Decode`] naming the field when the body is not the
 /// documented shape.
 pub fn decode_instruments(body: &str) -> Result<InstrumentsPage, ExchangeError> {
@@ -390,6 +392,42 @@ impl InstrumentsPager {
     }
 }
 
+/// `retCode`s meaning "slow down": 10006 "Too many visits. Exceeded the API
+/// Rate Limit." and 10018 "Exceeded the IP Rate Limit."
+/// (<https://bybit-exchange.github.io/docs/v5/error>).
+const RATE_LIMIT_CODES: [i64; 2] = [10_006, 10_018];
+
+/// `retCode`s of a failing server, worth retrying: 10000 "Server Timeout"
+/// and 10016 "Server error." (<https://bybit-exchange.github.io/docs/v5/error>).
+const SERVER_ERROR_CODES: [i64; 2] = [10_000, 10_016];
+
+/// How long to wait after a rate-limit `retCode`: the limit is "based on
+/// the rolling time window per second"
+/// (<https://bybit-exchange.github.io/docs/v5/rate-limit>), and the body
+/// carries no reset time (the `X-Bapi-Limit-Reset-Timestamp` header does;
+/// the HTTP client may wait for that instead).
+pub const RATE_LIMIT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The error for a non-zero `retCode`: rate limits and server failures are
+/// retryable, anything else (bad symbol, bad parameter) is a rejection.
+fn ret_code_error(envelope: &Envelope, what: &str) -> ExchangeError {
+    let message = format!(
+        "{what}: retCode {}: {}",
+        envelope.ret_code, envelope.ret_msg
+    );
+    let code = match &envelope.ret_code {
+        RetCode::Number(n) => Some(*n),
+        RetCode::Text(s) => s.trim().parse().ok(),
+    };
+    match code {
+        Some(c) if RATE_LIMIT_CODES.contains(&c) => ExchangeError::RateLimited {
+            retry_after: RATE_LIMIT_BACKOFF,
+        },
+        Some(c) if SERVER_ERROR_CODES.contains(&c) => ExchangeError::Connect(message),
+        _ => ExchangeError::Rejected(message),
+    }
+}
+
 /// Decodes the envelope, refuses a non-zero `retCode`, then decodes
 /// `result` as `T`, naming the path of a bad field.
 fn decode_result<T: serde::de::DeserializeOwned>(
@@ -398,10 +436,7 @@ fn decode_result<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ExchangeError> {
     let envelope: Envelope = decode_json(body, what)?;
     if !envelope.ret_code.is_ok() {
-        return Err(ExchangeError::Rejected(format!(
-            "{what}: retCode {}: {}",
-            envelope.ret_code, envelope.ret_msg
-        )));
+        return Err(ret_code_error(&envelope, what));
     }
     serde_path_to_error::deserialize(envelope.result)
         .map_err(|e| decode_error(format!("{what}: result.{}: {}", e.path(), e.inner()), body))
@@ -561,6 +596,24 @@ mod tests {
                 let _ = decode_klines(&KLINE[..end], &key, 0);
             }
         }
+    }
+
+    #[test]
+    fn rate_limits_and_server_failures_are_retryable() {
+        let key = key("BTCUSDT", Interval::M1);
+        let body = |code: &str| format!(r#"{{"retCode":{code},"retMsg":"m","result":{{}}}}"#);
+        for code in ["10006", "10018", "\"10006\""] {
+            assert!(matches!(
+                decode_klines(&body(code), &key, 0),
+                Err(ExchangeError::RateLimited { retry_after }) if retry_after == RATE_LIMIT_BACKOFF
+            ));
+        }
+        for code in ["10000", "10016"] {
+            let err = decode_klines(&body(code), &key, 0).unwrap_err();
+            assert!(matches!(err, ExchangeError::Connect(_)) && err.is_retryable());
+        }
+        let err = decode_instruments(&body("10001")).unwrap_err();
+        assert!(matches!(err, ExchangeError::Rejected(_)));
     }
 
     #[test]
