@@ -12,6 +12,9 @@
 //! - [`okx_futures`]: the OKX v5 perpetual swap protocol (wire types, REST
 //!   paging, WebSocket frames), pure code with no networking yet and not
 //!   registered as an adapter.
+//! - [`bybit_futures`]: the Bybit v5 linear protocol code (payloads, REST
+//!   and WebSocket messages, decoding); not registered yet, it has no
+//!   [`MarketSource`] implementation until its networking lands.
 //!
 //! This crate depends on `ohlcv-domain` only, so the compiler enforces that
 //! exchange code never imports actor, gateway or storage code. Reconnects,
@@ -19,6 +22,7 @@
 //! (crate `ohlcv-actors`), done the same way for every adapter.
 
 pub mod binance_futures;
+pub mod bybit_futures;
 pub mod okx_futures;
 pub mod registry;
 pub mod simulated;
