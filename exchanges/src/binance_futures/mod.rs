@@ -58,20 +58,8 @@ const MAX_RAW_IN_ERROR: usize = 512;
 ///
 /// Docs: <https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/Kline-Candlestick-Streams>
 pub const fn interval_name(interval: Interval) -> Option<&'static str> {
-    Some(match interval {
-        Interval::M1 => "1m",
-        Interval::M3 => "3m",
-        Interval::M5 => "5m",
-        Interval::M15 => "15m",
-        Interval::M30 => "30m",
-        Interval::H1 => "1h",
-        Interval::H2 => "2h",
-        Interval::H4 => "4h",
-        Interval::H6 => "6h",
-        Interval::H12 => "12h",
-        Interval::D1 => "1d",
-        Interval::W1 => "1w",
-    })
+    // Binance's names are ours (`1m`, `1h`, `1d`, `1w`).
+    Some(interval.as_str())
 }
 
 /// Our interval for Binance's name, `None` for a name we do not collect
