@@ -23,9 +23,10 @@
 
 pub mod binance_futures;
 pub mod bybit_futures;
+pub(crate) mod net;
 pub mod okx_futures;
 pub mod registry;
 pub mod simulated;
 pub mod source;
 
-pub use source::{CandleStream, ExchangeError, MarketSource};
+pub use source::{CandleStream, ExchangeError, LiveEvent, MarketSource};

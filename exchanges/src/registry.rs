@@ -43,15 +43,33 @@ impl Adapter {
     }
 }
 
-/// Every adapter of this build, in [`ExchangeId`] order. The real
-/// exchanges (`binance_futures`, `bybit_futures`, `okx_futures`) have no
-/// entry yet, so enabling them is refused by [`check_config`].
-pub const ADAPTERS: &[Adapter] = &[Adapter {
-    exchange: ExchangeId::Simulated,
-    // The simulated market aligns any fixed-length interval.
-    intervals: &Interval::ALL,
-    make: make_simulated,
-}];
+/// Every adapter of this build, in [`ExchangeId`] order. Each real
+/// exchange names every interval we know (`interval_name`, `bar`; a test
+/// checks it), so all serve [`Interval::ALL`] today; an adapter that
+/// lacked one would list fewer, and [`check_config`] would refuse it.
+pub const ADAPTERS: &[Adapter] = &[
+    Adapter {
+        exchange: ExchangeId::BinanceFutures,
+        intervals: &Interval::ALL,
+        make: crate::binance_futures::adapter::build,
+    },
+    Adapter {
+        exchange: ExchangeId::BybitFutures,
+        intervals: &Interval::ALL,
+        make: crate::bybit_futures::adapter::build,
+    },
+    Adapter {
+        exchange: ExchangeId::OkxFutures,
+        intervals: &Interval::ALL,
+        make: crate::okx_futures::adapter::build,
+    },
+    Adapter {
+        exchange: ExchangeId::Simulated,
+        // The simulated market aligns any fixed-length interval.
+        intervals: &Interval::ALL,
+        make: make_simulated,
+    },
+];
 
 fn make_simulated(config: &ExchangeConfig) -> Result<Arc<dyn MarketSource>, ExchangeError> {
     Ok(Arc::new(SimulatedExchange::new(
@@ -72,9 +90,9 @@ pub fn supported_intervals(exchange: ExchangeId) -> &'static [Interval] {
 /// Builds the adapter for `id` with its settings.
 ///
 /// # Errors
-/// [`ExchangeError::Rejected`] for an exchange this build has no adapter for
-/// ([`check_config`] refuses enabling those, so users meet this only when
-/// listing such an exchange's symbols), or the adapter's own error.
+/// [`ExchangeError::Rejected`] for an exchange this build has no adapter
+/// for ([`check_config`] refuses enabling those), or the adapter's own
+/// error.
 pub fn build(
     id: ExchangeId,
     config: &ExchangeConfig,
@@ -140,40 +158,30 @@ mod tests {
     }
 
     #[test]
-    fn the_registry_has_the_simulated_adapter_with_every_interval() {
+    fn every_exchange_has_an_adapter_naming_each_interval_it_serves() {
         let simulated = adapter(ExchangeId::Simulated).expect("simulated adapter");
         assert_eq!(simulated.intervals, &Interval::ALL);
-        assert_eq!(supported_intervals(ExchangeId::Simulated), &Interval::ALL);
-        let source = build(ExchangeId::Simulated, &ExchangeConfig::default()).unwrap();
-        assert_eq!(source.id(), ExchangeId::Simulated);
         // In id order, one entry per exchange.
         assert!(ADAPTERS.windows(2).all(|w| w[0].exchange < w[1].exchange));
-    }
-
-    #[test]
-    fn exchanges_without_an_adapter_serve_nothing_and_cannot_be_built() {
-        for id in [
-            ExchangeId::BinanceFutures,
-            ExchangeId::BybitFutures,
-            ExchangeId::OkxFutures,
-        ] {
-            assert!(adapter(id).is_none(), "{id}");
-            assert!(supported_intervals(id).is_empty(), "{id}");
-            let error = build(id, &ExchangeConfig::default())
-                .err()
-                .expect("refused");
-            assert!(!error.is_retryable());
-            assert_eq!(
-                error.to_string(),
-                format!(
-                    "rejected by the exchange: the {id} adapter is not available in this version"
-                )
-            );
+        assert_eq!(ADAPTERS.len(), 4);
+        for interval in supported_intervals(ExchangeId::BinanceFutures) {
+            assert!(crate::binance_futures::interval_name(*interval).is_some());
+        }
+        for interval in supported_intervals(ExchangeId::BybitFutures) {
+            assert!(crate::bybit_futures::interval_name(*interval).is_some());
+        }
+        for interval in supported_intervals(ExchangeId::OkxFutures) {
+            assert!(crate::okx_futures::bar(*interval).is_some());
+        }
+        for entry in ADAPTERS {
+            let source = entry.build(&ExchangeConfig::default()).unwrap();
+            assert_eq!(source.id(), entry.exchange);
         }
     }
 
     #[test]
     fn enabling_an_exchange_without_an_adapter_is_refused_naming_the_key() {
+        let simulated_only = [ADAPTERS[3]];
         let enabled = config(serde_json::json!({
             "exchanges": {
                 "simulated": {"enabled": true, "symbols": ["BTCUSDT"]},
@@ -181,10 +189,13 @@ mod tests {
             }
         }));
         assert_eq!(
-            check_config(&enabled).unwrap_err().to_string(),
+            check_against(&simulated_only, &enabled)
+                .unwrap_err()
+                .to_string(),
             "exchanges.binance_futures.enabled: the binance_futures adapter is not available \
              in this version; only simulated can be enabled"
         );
+        assert!(check_config(&enabled).is_ok());
         // Configured but disabled is fine: its settings wait for an adapter.
         let disabled = config(serde_json::json!({
             "exchanges": {
@@ -193,7 +204,7 @@ mod tests {
             },
             "intervals": ["1m", "1w"]
         }));
-        assert!(check_config(&disabled).is_ok());
+        assert!(check_against(&simulated_only, &disabled).is_ok());
     }
 
     #[test]
@@ -205,7 +216,7 @@ mod tests {
                 intervals: &[Interval::M1, Interval::M5],
                 make: make_simulated,
             },
-            ADAPTERS[0],
+            ADAPTERS[3],
         ];
         let with = |binance: bool| {
             config(serde_json::json!({

@@ -13,12 +13,45 @@ use async_trait::async_trait;
 use futures_util::Stream;
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
 
-/// Live candle updates from one exchange connection, in arrival order.
+/// Live events of one exchange, in arrival order: candle updates and what
+/// the datasource needs to know about the connections that carry them.
 ///
-/// The stream ends (`None`) when the connection is closed by the peer; an
-/// `Err` item reports a message that could not be used and does not end the
-/// stream by itself. Dropping the stream closes the connection.
-pub type CandleStream = Pin<Box<dyn Stream<Item = Result<Candle, ExchangeError>> + Send>>;
+/// An adapter that keeps several connections (and reconnects them itself)
+/// merges them into one stream, which then ends only when it is dropped;
+/// the simulated exchange's stream ends (`None`) when its "connection"
+/// drops. An `Err` item reports a frame that could not be used (counted and
+/// logged by the datasource) and does not end the stream. Dropping the
+/// stream closes every connection.
+pub type CandleStream = Pin<Box<dyn Stream<Item = Result<LiveEvent, ExchangeError>> + Send>>;
+
+/// One item of a [`CandleStream`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveEvent {
+    /// A candle update: the open candle as it changes, and each candle once
+    /// more with `closed: true` when its interval ends.
+    Candle(Candle),
+    /// A frame that carried no candle (an acknowledgement, a pong): the
+    /// connection is alive even when no series trades.
+    Alive,
+    /// The exchange refused the live subscription of `key`. The adapter
+    /// does not ask again on this stream, so a refused series is not
+    /// retried in a loop; a reload subscribes afresh.
+    Refused {
+        /// The series refused.
+        key: SeriesKey,
+        /// The exchange's reason.
+        reason: String,
+    },
+    /// One connection broke (or went silent) and is being reopened by the
+    /// adapter: its series may miss updates until then, which the
+    /// datasource fills over REST.
+    Reconnecting {
+        /// The series of that connection.
+        series: Vec<SeriesKey>,
+        /// Why, for the log and `/status`.
+        reason: String,
+    },
+}
 
 /// What can go wrong talking to an exchange.
 #[derive(Debug, Clone, thiserror::Error)]

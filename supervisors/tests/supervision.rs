@@ -8,15 +8,14 @@ mod common;
 use std::time::Duration;
 
 use common::{child, freeze, quick_policy, start, status_until};
-use ohlcv_actors::control::{Control, ControlError};
+use ohlcv_actors::control::Control;
 use ohlcv_actors::lifecycle::ChildId;
 use ohlcv_actors::metrics::WorkerMetrics;
 use ohlcv_actors::storage::FlushOutcome;
-use ohlcv_domain::config::ConfigStore;
 use ohlcv_domain::ExchangeId;
 use ohlcv_storage::Database;
 use ohlcv_supervisors::policy::RestartPolicy;
-use ohlcv_supervisors::{load_config, Shutdown, MAX_ABANDONED_PER_CHILD};
+use ohlcv_supervisors::{Shutdown, MAX_ABANDONED_PER_CHILD};
 
 #[actix_rt::test]
 async fn a_child_that_keeps_dying_is_marked_failed_and_retried_on_the_slow_schedule() {
@@ -217,57 +216,25 @@ async fn pending_restart_compares_with_what_runs_not_with_the_last_save() {
 
 /// Asserts that `result` is the registry's refusal of enabling
 /// binance_futures, as the gateway shows it (`invalid_config`, 400).
-fn assert_no_adapter<T: std::fmt::Debug>(result: Result<T, ControlError>) {
-    match result {
-        Err(ControlError::Invalid { code, message }) => {
-            assert_eq!(code, "invalid_config");
-            assert_eq!(
-                message,
-                "exchanges.binance_futures.enabled: the binance_futures adapter is not \
-                 available in this version; only simulated can be enabled"
-            );
-        }
-        other => panic!("expected the no-adapter refusal, got {other:?}"),
-    }
-}
-
 #[actix_rt::test]
-async fn enabling_an_exchange_without_an_adapter_is_refused_on_every_config_path() {
-    let (supervisor, control, dir) = start(quiet_config(100), quick_policy());
-    let path = dir.path().join("config.json");
-    let before = std::fs::read(&path).unwrap();
-    let running = control.config().await.unwrap();
-    let mut binance = running.clone();
-    binance
+async fn enabling_a_real_exchange_builds_its_adapter_from_the_registry_and_runs_it() {
+    let (supervisor, control, _dir) = start(quiet_config(100), quick_policy());
+    let mut binance = control.config().await.unwrap();
+    let entry = binance
         .exchanges
         .entry(ExchangeId::BinanceFutures)
-        .or_default()
-        .enabled = true;
-    // The domain rules alone let it through: the registry refuses it.
-    assert!(binance.validate().is_ok());
-
-    assert_no_adapter(control.replace_config(binance.clone()).await);
-    assert_no_adapter(
-        control
-            .toggle_exchange(ExchangeId::BinanceFutures, Some(true))
-            .await,
-    );
-    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing saved");
-    assert_eq!(control.config().await.unwrap(), running, "nothing applied");
-
-    // The same file edited by hand: refused at start and by `/restart`.
-    std::fs::write(&path, binance.to_json_pretty()).unwrap();
-    let error = load_config(&ConfigStore::new(&path)).unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .starts_with("exchanges.binance_futures.enabled: the binance_futures adapter"),
-        "{error}"
-    );
-    assert_no_adapter(control.restart().await);
-    assert_eq!(control.config().await.unwrap(), running, "nothing applied");
-    let status = control.status().await.unwrap();
-    assert!(child(&status, "binance_futures").is_none(), "{status:?}");
+        .or_default();
+    entry.enabled = true;
+    entry.symbols = vec![ohlcv_domain::Symbol::new("BTCUSDT").unwrap()];
+    // Nothing listens on port 1: the datasource runs and keeps retrying.
+    entry.rest_url = Some("http://127.0.0.1:1".into());
+    entry.ws_url = Some("ws://127.0.0.1:1".into());
+    control.replace_config(binance).await.unwrap();
+    let status = status_until(&control, "the binance datasource to run", |s| {
+        child(s, "binance_futures").is_some_and(|c| c.state == "running")
+    })
+    .await;
+    assert!(child(&status, "simulated").is_some(), "{status:?}");
     supervisor.send(Shutdown).await.unwrap();
 }
 

@@ -9,7 +9,7 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use ohlcv_domain::time::now_ms;
 use ohlcv_domain::{Candle, ErrorChain, ExchangeId, Interval, SeriesKey, Symbol};
-use ohlcv_exchanges::{ExchangeError, MarketSource};
+use ohlcv_exchanges::{ExchangeError, LiveEvent, MarketSource};
 
 use super::series::SeriesState;
 use crate::gateway::broadcast::Broadcaster;
@@ -33,6 +33,14 @@ const SINK_RETRY_PERIOD: Duration = Duration::from_millis(100);
 /// the datasource run between chunks. (Adapters page further themselves,
 /// 1000 or 1500 rows per HTTP call.)
 const HISTORY_CHUNK: i64 = 10_000;
+/// How long after an interval boundary the candle that closed there may
+/// take to arrive on the live stream before it is fetched over REST: the
+/// exchanges push a close within a second or two, so this is only reached
+/// when the stream is quiet, stalled or reconnecting.
+const CLOSE_GRACE_MS: i64 = 10_000;
+/// Shortest time between two log lines about bad frames of one exchange;
+/// the ones in between are counted and reported with the next line.
+const BAD_FRAME_LOG_PERIOD: Duration = Duration::from_secs(10);
 /// How long a stopping datasource waits for room in the storage channel
 /// for its last updates; the storage thread drains thousands a millisecond.
 const STOP_DRAIN_TIMEOUT: Duration = Duration::from_millis(1_500);
@@ -99,7 +107,7 @@ impl Phase {
 #[derive(Message)]
 #[rtype(result = "()")]
 enum StreamEvent {
-    Update(u64, Result<Candle, ExchangeError>),
+    Update(u64, Result<LiveEvent, ExchangeError>),
     Ended(u64),
 }
 
@@ -132,6 +140,27 @@ pub struct Datasource {
     cpu: CpuMeter,
     started_ms: i64,
     guard: LifeGuard,
+    bad_frames: LogThrottle,
+}
+
+/// Logs a repeated warning at most once per period, with how many were
+/// left out, so a stream of garbage cannot flood the log.
+#[derive(Debug, Default)]
+struct LogThrottle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    /// Whether to log now; if so, how many were suppressed since the last.
+    fn admit(&mut self, now: Instant, period: Duration) -> Option<u64> {
+        if self.last.is_some_and(|t| now.duration_since(t) < period) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 impl Datasource {
@@ -152,6 +181,7 @@ impl Datasource {
             cpu: CpuMeter::default(),
             started_ms: now_ms(),
             guard,
+            bad_frames: LogThrottle::default(),
         }
     }
 
@@ -298,7 +328,19 @@ impl Datasource {
             move |act, ctx, result| match result {
                 Ok(()) => act.sync_next(ctx, plan, index + 1),
                 Err(error) if error.is_retryable() => {
-                    act.schedule_reconnect(ctx, format!("history of {key} failed: {error}"));
+                    // The live stream keeps flowing; the series' missing
+                    // range is fetched again on its own backoff.
+                    act.counters.last_error = Some(error.to_string());
+                    tracing::warn!(series = %key, %error, "history sync failed; retrying later");
+                    if let Some(state) = act.series.get_mut(&key) {
+                        state.back_off(Instant::now(), fastrand::f64());
+                    }
+                    act.progress(
+                        "error",
+                        format!("{key}: {error}; retrying"),
+                        percent(index + 1, total),
+                    );
+                    act.sync_next(ctx, plan, index + 1);
                 }
                 Err(error) => {
                     act.counters.last_error = Some(error.to_string());
@@ -378,15 +420,61 @@ impl Datasource {
         }
     }
 
-    /// Fetches a range the live stream skipped.
+    /// Fetches a range whose final candles the live stream did not bring
+    /// (a missed close, a reconnect, a quiet or stalled stream). A failure
+    /// never touches the live stream: the series waits out its backoff and
+    /// the range is asked for again; a refusal stops asking.
     fn fill_gap(&mut self, ctx: &mut Context<Self>, key: SeriesKey, from: i64, to: i64) {
         self.counters.gap_fills += 1;
         tracing::info!(series = %key, from, to, "filling a gap in the live stream");
-        self.fetch_history(ctx, key.clone(), from, to, move |act, ctx, result| {
-            if let Err(error) = result {
-                act.schedule_reconnect(ctx, format!("gap fill of {key} failed: {error}"));
+        self.fetch_history(ctx, key.clone(), from, to, move |act, _, result| {
+            let Some(state) = act.series.get_mut(&key) else {
+                return;
+            };
+            match result {
+                // The newest candle asked for may not be final at the
+                // exchange yet: ask again after a wait, not at once.
+                Ok(()) if state.final_through.is_some_and(|t| t >= to) => state.succeeded(),
+                Ok(()) => state.back_off(Instant::now(), fastrand::f64()),
+                Err(error) if error.is_retryable() => {
+                    state.back_off(Instant::now(), fastrand::f64());
+                    tracing::warn!(series = %key, %error, retry_in_ms = state
+                        .retry_at
+                        .map_or(0, |t| t.saturating_duration_since(Instant::now()).as_millis() as u64),
+                        "gap fill failed; retrying later");
+                    act.counters.last_error = Some(format!("gap fill of {key}: {error}"));
+                }
+                Err(error) => {
+                    state.refused = Some(error.to_string());
+                    tracing::error!(series = %key, %error, "gap fill refused; series no longer fetched");
+                    act.counters.last_error = Some(format!("gap fill of {key}: {error}"));
+                    act.progress("error", format!("{key}: {error}"), 100);
+                }
             }
         });
+    }
+
+    /// Fetches, for every series past its history sync, the candles that
+    /// closed more than [`CLOSE_GRACE_MS`] ago and were not seen final:
+    /// data liveness per series, whatever the connection says.
+    fn fetch_overdue(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Streaming || self.retired() {
+            return;
+        }
+        let now = now_ms();
+        let instant = Instant::now();
+        let due: Vec<(SeriesKey, i64, i64)> = self
+            .series
+            .iter()
+            .filter(|(_, state)| state.may_fetch(instant))
+            .filter_map(|(key, state)| {
+                let (from, to) = state.overdue(key.interval, now, CLOSE_GRACE_MS)?;
+                Some((key.clone(), from, to))
+            })
+            .collect();
+        for (key, from, to) in due {
+            self.fill_gap(ctx, key, from, to);
+        }
     }
 
     fn store_history(&mut self, key: &SeriesKey, candles: Vec<Candle>) {
@@ -428,7 +516,9 @@ impl Datasource {
             return;
         }
         // Before this series' history sync finished, the sync covers gaps.
-        let gap = state.observe_live(&candle);
+        let gap = state
+            .observe_live(&candle)
+            .filter(|_| state.may_fetch(Instant::now()));
         self.counters.updates += 1;
         if candle.closed {
             self.counters.candles_closed += 1;
@@ -441,6 +531,26 @@ impl Datasource {
         self.sink.submit(candle);
         if let Some((from, to)) = gap {
             self.fill_gap(ctx, key, from, to);
+        }
+    }
+
+    fn on_event(&mut self, ctx: &mut Context<Self>, event: LiveEvent) {
+        match event {
+            LiveEvent::Candle(candle) => self.on_update(ctx, candle),
+            LiveEvent::Alive => {}
+            LiveEvent::Refused { key, reason } => {
+                self.counters.rejected += 1;
+                self.counters.last_error = Some(format!("{key}: {reason}"));
+                tracing::error!(series = %key, %reason, "live subscription refused by the exchange");
+                self.progress("error", format!("{key}: {reason}"), 100);
+            }
+            LiveEvent::Reconnecting { series, reason } => {
+                // The adapter reopens the connection itself; whatever its
+                // series miss meanwhile is fetched over REST.
+                self.counters.reconnects += 1;
+                self.counters.last_error = Some(reason.clone());
+                tracing::warn!(exchange = %self.exchange, series = series.len(), %reason, "exchange connection reconnecting");
+            }
         }
     }
 
@@ -472,6 +582,7 @@ impl Datasource {
             ctx.stop();
             return;
         }
+        self.fetch_overdue(ctx);
         let watching = matches!(self.phase, Phase::Syncing | Phase::Streaming)
             && self.stream.is_some()
             && !self.settings.symbols.is_empty();
@@ -546,15 +657,19 @@ impl StreamHandler<StreamEvent> for Datasource {
         }
         match event {
             StreamEvent::Update(epoch, _) | StreamEvent::Ended(epoch) if epoch != self.epoch => {}
-            StreamEvent::Update(_, Ok(candle)) => {
+            StreamEvent::Update(_, Ok(event)) => {
                 self.last_message = Instant::now();
-                self.on_update(ctx, candle);
+                self.on_event(ctx, event);
             }
             StreamEvent::Update(_, Err(error)) => {
                 self.last_message = Instant::now();
                 self.counters.rejected += 1;
                 self.counters.last_error = Some(error.to_string());
-                tracing::warn!(exchange = %self.exchange, %error, "stream message refused");
+                if let Some(suppressed) =
+                    self.bad_frames.admit(Instant::now(), BAD_FRAME_LOG_PERIOD)
+                {
+                    tracing::warn!(exchange = %self.exchange, %error, suppressed, "stream message refused");
+                }
             }
             StreamEvent::Ended(_) => {
                 self.stream = None;

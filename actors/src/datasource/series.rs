@@ -1,7 +1,15 @@
 //! Per-series bookkeeping of a datasource: what is known final, what the
 //! live stream has shown, and which ranges must be fetched over REST.
 
+use std::time::{Duration, Instant};
+
 use ohlcv_domain::{Candle, Interval};
+
+/// First wait before a failed REST fetch of a series is tried again;
+/// doubles per failure up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(2);
+/// Longest wait between two REST attempts for one series.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 /// What a datasource knows about one series during one connection.
 #[derive(Debug, Default, Clone)]
@@ -16,6 +24,15 @@ pub(crate) struct SeriesState {
     pub live_last: Option<i64>,
     /// A REST request for this series is under way.
     pub fetching: bool,
+    /// No REST request for this series before this instant: the last one
+    /// failed, or found the newest candle not final yet.
+    pub retry_at: Option<Instant>,
+    /// REST attempts in a row that failed or brought nothing new.
+    pub failures: u32,
+    /// Why the exchange refused this series (its live subscription or its
+    /// REST requests); a refused series is not asked for again until the
+    /// datasource reloads.
+    pub refused: Option<String>,
 }
 
 impl SeriesState {
@@ -24,6 +41,44 @@ impl SeriesState {
         self.live_first = None;
         self.live_last = None;
         self.fetching = false;
+        self.retry_at = None;
+        self.failures = 0;
+        self.refused = None;
+    }
+
+    /// Whether a REST request for this series may start at `now`.
+    pub fn may_fetch(&self, now: Instant) -> bool {
+        !self.fetching && self.refused.is_none() && self.retry_at.is_none_or(|t| t <= now)
+    }
+
+    /// Records that a REST attempt failed or brought nothing new: the next
+    /// one waits, twice as long each time (±20 % jitter), so a series whose
+    /// exchange is down, or whose newest candle is late, costs a request
+    /// per wait, not one per second.
+    pub fn back_off(&mut self, now: Instant, jitter: f64) {
+        self.failures = self.failures.saturating_add(1);
+        let delay = FIRST_RETRY_DELAY
+            .saturating_mul(1 << self.failures.min(10).saturating_sub(1))
+            .min(MAX_RETRY_DELAY);
+        self.retry_at = Some(now + delay.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0)));
+    }
+
+    /// Records a REST attempt that moved the series forward.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+        self.retry_at = None;
+    }
+
+    /// The range of open times to fetch over REST because their final
+    /// candles are overdue at `now_ms`: every candle that closed more than
+    /// `grace_ms` ago should be final by now, whether or not the live
+    /// stream has shown anything since (a quiet or stalled stream is caught
+    /// here, a missed close in [`observe_live`](Self::observe_live)).
+    pub fn overdue(&self, interval: Interval, now_ms: i64, grace_ms: i64) -> Option<(i64, i64)> {
+        let step = interval.duration_ms();
+        let final_through = self.final_through?;
+        let newest_due = interval.align(now_ms - grace_ms) - step;
+        (newest_due > final_through).then_some((final_through + step, newest_due))
     }
 
     /// Whether a live update would replace a candle already known final

@@ -22,6 +22,7 @@
 //! or an [`ExchangeError`] naming what was wrong, never a
 //! panic.
 
+pub mod adapter;
 pub mod rest;
 pub mod wire;
 pub mod ws;

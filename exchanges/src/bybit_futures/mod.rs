@@ -18,6 +18,7 @@
 //! [`registry::ADAPTERS`](crate::registry::ADAPTERS), so enabling
 //! `bybit_futures` in a config is still refused.
 
+pub mod adapter;
 pub mod rest;
 pub mod wire;
 pub mod ws;
@@ -31,12 +32,15 @@ use crate::source::ExchangeError;
 /// <https://bybit-exchange.github.io/docs/v5/guide>); the config may
 /// override it (tests point it at loopback). Paths such as
 /// [`rest::KLINE_PATH`] are appended to it.
-pub const DEFAULT_REST_URL: &str = "https://api.bybit.com";
+pub const REST_URL: &str = "https://api.bybit.com";
 
-/// Mainnet public WebSocket for USDT/USDC perpetuals ("USDT, USDC perpetual
-/// & USDC Futures: wss://stream.bybit.com/v5/public/linear",
+/// Mainnet WebSocket base URL; [`WS_PATH`] is appended to it.
+pub const WS_URL: &str = "wss://stream.bybit.com";
+
+/// The public stream of USDT/USDC perpetuals ("USDT, USDC perpetual & USDC
+/// Futures: wss://stream.bybit.com/v5/public/linear",
 /// <https://bybit-exchange.github.io/docs/v5/ws/connect>).
-pub const DEFAULT_WS_URL: &str = "wss://stream.bybit.com/v5/public/linear";
+pub const WS_PATH: &str = "/v5/public/linear";
 
 /// The exchange this module speaks for.
 pub const EXCHANGE: ExchangeId = ExchangeId::BybitFutures;

@@ -16,6 +16,7 @@
 //! networking (HTTP requests, the WebSocket connection, ping timers) is the
 //! next step and will build on these functions.
 
+pub mod adapter;
 pub mod rest;
 pub mod wire;
 pub mod ws;
@@ -24,13 +25,19 @@ use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
 
 use crate::source::ExchangeError;
 
+/// The exchange this module speaks for.
+pub const EXCHANGE: ExchangeId = ExchangeId::OkxFutures;
+
 /// Production REST base URL; paths such as [`rest::CANDLES_PATH`] are
 /// appended to it. Configurable so tests can point at loopback.
-pub const DEFAULT_REST_URL: &str = "https://www.okx.com";
+pub const REST_URL: &str = "https://www.okx.com";
 
-/// Production business WebSocket URL: candle channels live on
-/// `/ws/v5/business`, not on `/ws/v5/public`.
-pub const DEFAULT_WS_URL: &str = "wss://ws.okx.com:8443/ws/v5/business";
+/// Production WebSocket base URL; [`WS_PATH`] is appended to it.
+pub const WS_URL: &str = "wss://ws.okx.com:8443";
+
+/// The business WebSocket: candle channels live on `/ws/v5/business`, not
+/// on `/ws/v5/public`.
+pub const WS_PATH: &str = "/ws/v5/business";
 
 /// Quote currencies a swap instId may have, tried in this order when
 /// splitting our symbol: `USDT` and `USDC` before `USD`, so `BTCUSDT` is

@@ -116,7 +116,7 @@ pub struct PageRequest {
 }
 
 impl PageRequest {
-    /// The full URL under `rest_url` (e.g. [`super::DEFAULT_REST_URL`]).
+    /// The full URL under `rest_url` (e.g. [`super::REST_URL`]).
     /// Every value is `A-Z`, `0-9`, `-` or a number, so none needs
     /// percent-encoding.
     pub fn url(&self, rest_url: &str) -> String {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use ohlcv_domain::config::{SimulationConfig, MAX_SIMULATED_UPDATES_PER_SECOND};
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
 
@@ -28,7 +29,7 @@ pub use path::{candle_at, final_candle, price_at, step_at, STEPS_PER_CANDLE};
 use path::{CandleBuilder, Market, PricePath, LISTED};
 use stream::{tick_period, Clock, Faults, LiveStream, TokioClock};
 
-use crate::source::{CandleStream, ExchangeError, MarketSource};
+use crate::source::{CandleStream, ExchangeError, LiveEvent, MarketSource};
 
 /// Most candles one [`SimulatedExchange::backfill`] call returns; a larger
 /// range is refused, so a bad request cannot allocate without bound
@@ -233,7 +234,7 @@ impl MarketSource for SimulatedExchange {
             updates_per_second = self.rate,
             "simulated stream opened"
         );
-        Ok(Box::pin(stream))
+        Ok(Box::pin(stream.map(|item| item.map(LiveEvent::Candle))))
     }
 }
 
@@ -592,7 +593,10 @@ mod tests {
         .await
         .expect("20 updates at 1000/s")
         .into_iter()
-        .map(Result::unwrap)
+        .map(|event| match event.unwrap() {
+            LiveEvent::Candle(candle) => candle,
+            other => panic!("the simulated stream sends candles only, got {other:?}"),
+        })
         .collect();
         assert!(updates.iter().all(|c| c.key == k && c.validate().is_ok()));
 
