@@ -213,10 +213,7 @@ async fn handle(mut io: BoxIo, shared: Arc<Shared>) {
                 let answer = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
                 );
-                if io.write_all(answer.as_bytes()).await.is_err() || io.flush().await.is_err() {
-                    return;
-                }
-                crate::ws::run(io, buf, shared, head.target.clone()).await;
+                crate::ws::run(io, buf, shared, head.target.clone(), answer).await;
                 return;
             }
         }

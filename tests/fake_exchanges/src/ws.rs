@@ -397,7 +397,17 @@ async fn read_frames(
 }
 
 /// Serves one upgraded connection until it ends.
-pub(crate) async fn run(io: BoxIo, leftover: Vec<u8>, shared: Arc<Shared>, target: String) {
+///
+/// The connection is recorded before `handshake_answer` (the 101) is
+/// written, so a client that has connected always finds it in
+/// [`crate::FakeExchange::connections`].
+pub(crate) async fn run(
+    mut io: BoxIo,
+    leftover: Vec<u8>,
+    shared: Arc<Shared>,
+    target: String,
+    handshake_answer: String,
+) {
     let opened = Instant::now();
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_owned(), q.to_owned()),
@@ -452,6 +462,15 @@ pub(crate) async fn run(io: BoxIo, leftover: Vec<u8>, shared: Arc<Shared>, targe
     if shared.venue == Venue::Binance {
         binance::ws_open(&mut conn);
         conn.sync_subscriptions();
+    }
+    if io.write_all(handshake_answer.as_bytes()).await.is_err() || io.flush().await.is_err() {
+        let mut st = shared.state();
+        st.controls.remove(&id);
+        if let Some(c) = st.connections.get_mut(id as usize - 1) {
+            c.closed_at = Some(Instant::now());
+            c.close_reason = Some("handshake failed".into());
+        }
+        return;
     }
     let (r, w) = tokio::io::split(io);
     let mut w = BufWriter::new(w);
