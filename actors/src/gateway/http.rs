@@ -7,7 +7,7 @@
 //! | `GET /config`, `POST /config` | the running config; replace it with a whole new one |
 //! | `GET /exchanges` | the config's `exchanges` object |
 //! | `GET /exchangeSymbols/{exchange}` | the symbols the exchange lists |
-//! | `POST /exchangeSymbols` | set an exchange's symbols |
+//! | `POST /exchangeSymbols` | set an exchange's symbols, each one it lists (checked by the supervisor) |
 //! | `POST /toggleExchange` | enable, disable or toggle an exchange |
 //! | `GET /ohlcv/{exchange}/{symbol}/{interval}?from&to&limit` | candles, ascending |
 //! | `POST /restart` | re-read the config file and restart the datasources |
