@@ -94,6 +94,20 @@ pub enum StorageError {
         /// Which field is wrong.
         reason: String,
     },
+
+    /// An exchange hole that cannot be recorded: its range is empty
+    /// (`from` after `to`), refused before touching the database.
+    #[error("exchange hole {key} from {from} to {to} cannot be recorded: {reason}")]
+    InvalidHole {
+        /// The hole's series.
+        key: SeriesKey,
+        /// First missing open time, UTC ms.
+        from: i64,
+        /// Last missing open time, UTC ms.
+        to: i64,
+        /// What is wrong with the range.
+        reason: String,
+    },
 }
 
 impl StorageError {
@@ -121,7 +135,8 @@ impl StorageError {
             | StorageError::NewerSchema { .. }
             | StorageError::Foreign { .. }
             | StorageError::BadRow { .. }
-            | StorageError::InvalidCandle { .. } => false,
+            | StorageError::InvalidCandle { .. }
+            | StorageError::InvalidHole { .. } => false,
         }
     }
 

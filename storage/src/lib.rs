@@ -14,7 +14,9 @@ pub mod query;
 pub mod queue;
 pub mod rescue;
 
-pub use database::{Database, SeriesSummary, APPLICATION_ID, SCHEMA_VERSION};
+pub use database::{
+    Database, Hole, SeriesCompleteness, SeriesSummary, APPLICATION_ID, SCHEMA_VERSION,
+};
 pub use error::StorageError;
 pub use query::CandleQuery;
 pub use queue::{merge_overlay, CandleQueue};

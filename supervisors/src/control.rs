@@ -9,6 +9,7 @@
 //! mutating request, so it reads the supervisor's [`TokenCell`] directly
 //! instead of asking each time.
 
+use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use actix::prelude::*;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use ohlcv_actors::control::{ApplyReport, Control, ControlError, StatusReport};
 use ohlcv_domain::config::{ApiToken, Config, ExchangeConfig};
 use ohlcv_domain::{ErrorChain, ExchangeId, Symbol};
+use ohlcv_exchanges::source::ExchangeError;
 
 use crate::supervisor::Supervisor;
 
@@ -135,7 +137,8 @@ struct ToggleExchange {
     enabled: Option<bool>,
 }
 
-/// Replace an exchange's symbols.
+/// Replace an exchange's symbols; refused unless the exchange lists every
+/// one of them.
 #[derive(Message)]
 #[rtype(result = "Result<ExchangeConfig, ControlError>")]
 struct SetSymbols {
@@ -228,16 +231,74 @@ impl Handler<ToggleExchange> for Supervisor {
     }
 }
 
+/// Asks the exchange adapter for its listing first (a symbol it does not
+/// list would only make the datasource fail over and over), then saves and
+/// applies, all as one atomic step: no other command runs in between.
 impl Handler<SetSymbols> for Supervisor {
     type Result = AtomicResponse<Self, Result<ExchangeConfig, ControlError>>;
 
-    fn handle(&mut self, msg: SetSymbols, ctx: &mut Self::Context) -> Self::Result {
-        let mut new = self.config().clone();
-        new.exchanges.entry(msg.exchange).or_default().symbols = msg.symbols;
-        let exchange = msg.exchange;
-        AtomicResponse::new(Box::pin(self.save_and_apply(ctx, new).map(
-            move |result, act: &mut Supervisor, _| result.map(|_| act.exchange_config(exchange)),
+    fn handle(&mut self, msg: SetSymbols, _: &mut Self::Context) -> Self::Result {
+        let SetSymbols { exchange, symbols } = msg;
+        let source = match self.cached_source(exchange) {
+            Ok(source) => source,
+            Err(error) => {
+                return AtomicResponse::new(Box::pin(fut::ready(Err(ControlError::invalid(
+                    "exchange_unavailable",
+                    format!(
+                        "{exchange}: its symbols cannot be listed, so none were saved: {error}"
+                    ),
+                )))))
+            }
+        };
+        let listing = async move { source.load_symbols().await };
+        AtomicResponse::new(Box::pin(listing.into_actor(self).then(
+            move |listed, act: &mut Supervisor, ctx| -> ResponseActFuture<Self, _> {
+                if let Err(refused) = check_listed(exchange, &symbols, listed) {
+                    tracing::warn!(exchange = %exchange, error = %refused, "symbols refused");
+                    return Box::pin(fut::ready(Err(refused)));
+                }
+                let mut new = act.config().clone();
+                new.exchanges.entry(exchange).or_default().symbols = symbols;
+                Box::pin(act.save_and_apply(ctx, new).map(
+                    move |result, act: &mut Supervisor, _| {
+                        result.map(|_| act.exchange_config(exchange))
+                    },
+                ))
+            },
         )))
+    }
+}
+
+/// Whether `exchange` lists every one of `symbols`, given the answer of its
+/// adapter's `load_symbols`.
+///
+/// # Errors
+/// [`ControlError::Invalid`] `unknown_symbol` naming each symbol not
+/// listed, with its index in the request; [`ControlError::Exchange`] when
+/// the listing could not be fetched, saying that nothing was saved.
+fn check_listed(
+    exchange: ExchangeId,
+    symbols: &[Symbol],
+    listed: Result<Vec<Symbol>, ExchangeError>,
+) -> Result<(), ControlError> {
+    let listed: HashSet<Symbol> = listed
+        .map_err(|error| {
+            ControlError::Exchange(format!(
+                "the symbols {exchange} lists could not be fetched, so none were saved: {error}"
+            ))
+        })?
+        .into_iter()
+        .collect();
+    let unlisted: Vec<String> = symbols
+        .iter()
+        .enumerate()
+        .filter(|(_, symbol)| !listed.contains(*symbol))
+        .map(|(i, symbol)| format!("symbols[{i}]: {symbol} is not listed by {exchange}"))
+        .collect();
+    if unlisted.is_empty() {
+        Ok(())
+    } else {
+        Err(ControlError::invalid("unknown_symbol", unlisted.join("; ")))
     }
 }
 
@@ -301,5 +362,48 @@ impl Handler<ExchangeSymbols> for Supervisor {
                 .await
                 .map_err(|e| ControlError::Exchange(e.to_string()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn symbols(names: &[&str]) -> Vec<Symbol> {
+        names.iter().map(|n| Symbol::new(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn only_listed_symbols_pass_and_a_failed_listing_says_nothing_was_saved() {
+        let exchange = ExchangeId::Simulated;
+        let listed = || Ok(symbols(&["BTCUSDT", "ETHUSDT", "SOLUSDT"]));
+        assert!(check_listed(exchange, &symbols(&["SOLUSDT", "BTCUSDT"]), listed()).is_ok());
+        assert!(check_listed(exchange, &[], listed()).is_ok());
+
+        match check_listed(
+            exchange,
+            &symbols(&["BTCUSDT", "FOOUSDT", "ETHUSDT", "BARUSDT"]),
+            listed(),
+        ) {
+            Err(ControlError::Invalid { code, message }) => {
+                assert_eq!(code, "unknown_symbol");
+                assert_eq!(
+                    message,
+                    "symbols[1]: FOOUSDT is not listed by simulated; \
+                     symbols[3]: BARUSDT is not listed by simulated"
+                );
+            }
+            other => panic!("expected unknown_symbol, got {other:?}"),
+        }
+
+        let down = Err(ExchangeError::Connect("connection refused".into()));
+        match check_listed(exchange, &symbols(&["BTCUSDT"]), down) {
+            Err(ControlError::Exchange(message)) => assert_eq!(
+                message,
+                "the symbols simulated lists could not be fetched, so none were saved: \
+                 connection failed: connection refused"
+            ),
+            other => panic!("expected an exchange error, got {other:?}"),
+        }
     }
 }

@@ -353,3 +353,65 @@ async fn a_stalled_gateway_is_replaced_while_the_port_keeps_answering() {
         FlushOutcome::Saved { .. }
     ));
 }
+
+#[actix_rt::test]
+async fn symbols_the_exchange_does_not_list_are_refused_and_nothing_is_saved() {
+    let (supervisor, control, dir) = start(quiet_config(100), quick_policy());
+    let path = dir.path().join("config.json");
+    let before = std::fs::read(&path).unwrap();
+    let running = control.config().await.unwrap();
+    let symbol = |name: &str| ohlcv_domain::Symbol::new(name).unwrap();
+
+    // FOOUSDT and BARUSDT are not in the simulated exchange's listing.
+    let refused = control
+        .set_symbols(
+            ExchangeId::Simulated,
+            vec![symbol("BTCUSDT"), symbol("FOOUSDT"), symbol("BARUSDT")],
+        )
+        .await;
+    match refused {
+        Err(ControlError::Invalid { code, message }) => {
+            assert_eq!(code, "unknown_symbol");
+            assert_eq!(
+                message,
+                "symbols[1]: FOOUSDT is not listed by simulated; \
+                 symbols[2]: BARUSDT is not listed by simulated"
+            );
+        }
+        other => panic!("expected unknown_symbol, got {other:?}"),
+    }
+    // No adapter to ask: the listing cannot be fetched, nothing is saved.
+    match control
+        .set_symbols(ExchangeId::BinanceFutures, vec![symbol("BTCUSDT")])
+        .await
+    {
+        Err(ControlError::Invalid { code, message }) => {
+            assert_eq!(code, "exchange_unavailable");
+            assert!(
+                message.starts_with(
+                    "binance_futures: its symbols cannot be listed, so none were saved"
+                ),
+                "{message}"
+            );
+        }
+        other => panic!("expected exchange_unavailable, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing saved");
+    assert_eq!(control.config().await.unwrap(), running, "nothing applied");
+
+    // Listed symbols are saved and applied.
+    let entry = control
+        .set_symbols(
+            ExchangeId::Simulated,
+            vec![symbol("SOLUSDT"), symbol("BTCUSDT")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(entry.symbols, vec![symbol("SOLUSDT"), symbol("BTCUSDT")]);
+    let saved = ConfigStore::new(&path).load().unwrap();
+    assert_eq!(
+        saved.exchanges[&ExchangeId::Simulated].symbols,
+        entry.symbols
+    );
+    supervisor.send(Shutdown).await.unwrap();
+}

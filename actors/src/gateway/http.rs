@@ -7,12 +7,13 @@
 //! | `GET /config`, `POST /config` | the running config; replace it with a whole new one |
 //! | `GET /exchanges` | the config's `exchanges` object |
 //! | `GET /exchangeSymbols/{exchange}` | the symbols the exchange lists |
-//! | `POST /exchangeSymbols` | set an exchange's symbols |
+//! | `POST /exchangeSymbols` | set an exchange's symbols, each one it lists (checked by the supervisor) |
 //! | `POST /toggleExchange` | enable, disable or toggle an exchange |
 //! | `GET /ohlcv/{exchange}/{symbol}/{interval}?from&to&limit` | candles, ascending |
 //! | `POST /restart` | re-read the config file and restart the datasources |
 //! | `POST /deleteDatabase` | delete every stored candle |
 //! | `GET /databaseSymbols` | the series stored, with counts and time ranges |
+//! | `GET /completeness?exchange&symbol&interval` | per stored series: expected, stored and missing candles, exchange holes, age of the newest closed candle |
 //! | `GET /ws` | the WebSocket (see [`super::ws`]) |
 //!
 //! Every input is validated here, before the supervisor or the storage
@@ -39,7 +40,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use ohlcv_domain::config::{check_symbols, Config, SymbolListError};
 use ohlcv_domain::json::UniqueKeys;
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
-use ohlcv_storage::{CandleQuery, SeriesSummary};
+use ohlcv_storage::{CandleQuery, SeriesCompleteness, SeriesSummary};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -118,6 +119,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, deps: GatewayDeps, closing
                 .route(protected(web::post().to(delete_database))),
         )
         .service(resource("/databaseSymbols", &["GET"]).route(web::get().to(database_symbols)))
+        .service(resource("/completeness", &["GET"]).route(web::get().to(completeness)))
         .service(resource("/ws", &["GET"]).route(web::get().to(ws::upgrade)))
         .default_service(web::to(not_found));
 }
@@ -443,6 +445,107 @@ pub(crate) async fn series_value(deps: &GatewayDeps) -> Result<Value, ApiError> 
     Ok(to_value(&rows))
 }
 
+/// The query string of `/completeness`: each given filter keeps only the
+/// series that match it. Kept as text, validated as `/ohlcv`'s path is.
+#[derive(Debug, Default, Deserialize)]
+struct CompletenessParams {
+    exchange: Option<String>,
+    symbol: Option<String>,
+    interval: Option<String>,
+}
+
+/// The filters of `/completeness`, parsed; `None` matches every series.
+#[derive(Debug, Default, PartialEq)]
+struct CompletenessFilter {
+    exchange: Option<ExchangeId>,
+    symbol: Option<Symbol>,
+    interval: Option<Interval>,
+}
+
+impl CompletenessFilter {
+    fn matches(&self, key: &SeriesKey) -> bool {
+        self.exchange.is_none_or(|e| e == key.exchange)
+            && self.symbol.as_ref().is_none_or(|s| *s == key.symbol)
+            && self.interval.is_none_or(|i| i == key.interval)
+    }
+}
+
+/// How complete one stored series is, as `/completeness` shows it (see
+/// [`SeriesCompleteness`]). Times are UTC ms; the `newest_closed_*` fields
+/// are `null` while no candle of the series is closed.
+///
+/// ```json
+/// {"exchange":"simulated","symbol":"BTCUSDT","interval":"1m",
+///  "first_open_time":1704153600000,"last_open_time":1704239940000,
+///  "expected":1440,"stored":1436,"missing":1,"exchange_holes":1,
+///  "exchange_hole_candles":3,"newest_closed_open_time":1704239880000,
+///  "newest_closed_age_ms":2500}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletenessRow {
+    /// Exchange id.
+    pub exchange: ExchangeId,
+    /// Normalised symbol.
+    pub symbol: Symbol,
+    /// Interval name.
+    pub interval: Interval,
+    /// Open time of the oldest candle.
+    pub first_open_time: i64,
+    /// Open time of the newest candle.
+    pub last_open_time: i64,
+    /// Candles from the oldest to the newest, both included.
+    pub expected: u64,
+    /// Candles stored.
+    pub stored: u64,
+    /// Candles neither stored nor in an exchange hole: still to fetch.
+    pub missing: u64,
+    /// Ranges the exchange itself has no candles for.
+    pub exchange_holes: u64,
+    /// Open times inside those ranges.
+    pub exchange_hole_candles: u64,
+    /// Open time of the newest closed candle.
+    pub newest_closed_open_time: Option<i64>,
+    /// Milliseconds since that candle closed.
+    pub newest_closed_age_ms: Option<i64>,
+}
+
+impl From<SeriesCompleteness> for CompletenessRow {
+    fn from(c: SeriesCompleteness) -> Self {
+        CompletenessRow {
+            exchange: c.key.exchange,
+            symbol: c.key.symbol,
+            interval: c.key.interval,
+            first_open_time: c.first_open_time,
+            last_open_time: c.last_open_time,
+            expected: c.expected,
+            stored: c.stored,
+            missing: c.missing,
+            exchange_holes: c.exchange_holes,
+            exchange_hole_candles: c.exchange_hole_candles,
+            newest_closed_open_time: c.newest_closed_open_time,
+            newest_closed_age_ms: c.newest_closed_age_ms,
+        }
+    }
+}
+
+/// `GET /completeness`: every stored series (or those matching the
+/// filters), sorted by exchange, symbol and interval. Like
+/// `/databaseSymbols`, straight from the storage thread, which writes its
+/// queue first so that queued candles count as stored.
+async fn completeness(
+    deps: Deps,
+    params: web::Query<CompletenessParams>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = parse_completeness(&params)?;
+    let series = read(deps.storage.completeness()).await?;
+    let rows: Vec<CompletenessRow> = series
+        .into_iter()
+        .filter(|c| filter.matches(&c.key))
+        .map(CompletenessRow::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(rows))
+}
+
 fn to_value<T: Serialize>(value: &T) -> Value {
     // Our report types have string keys only, so this cannot fail.
     serde_json::to_value(value).unwrap_or(Value::Null)
@@ -494,6 +597,29 @@ fn parse_ohlcv(
         SeriesKey::new(exchange, symbol, interval),
         CandleQuery { from, to, limit },
     ))
+}
+
+fn parse_completeness(params: &CompletenessParams) -> Result<CompletenessFilter, ApiError> {
+    let given = |value: &Option<String>| value.clone().filter(|text| !text.is_empty());
+    Ok(CompletenessFilter {
+        exchange: given(&params.exchange)
+            .map(|text| parse_exchange(&text, "exchange"))
+            .transpose()?,
+        symbol: given(&params.symbol)
+            .map(|text| {
+                Symbol::new(&text).map_err(|error| {
+                    ApiError::bad_request("invalid_symbol", format!("symbol: {error}"))
+                })
+            })
+            .transpose()?,
+        interval: given(&params.interval)
+            .map(|text| {
+                text.parse::<Interval>().map_err(|error| {
+                    ApiError::bad_request("unknown_interval", format!("interval: {error}"))
+                })
+            })
+            .transpose()?,
+    })
 }
 
 /// A `from`/`to` value: UTC milliseconds, an integer ≥ 0. Empty means

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 use ohlcv_domain::{Candle, SeriesKey};
 use ohlcv_storage::rescue::RescueFile;
-use ohlcv_storage::{CandleQuery, CandleQueue, SeriesSummary, StorageError};
+use ohlcv_storage::{
+    CandleQuery, CandleQueue, Hole, SeriesCompleteness, SeriesSummary, StorageError,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -128,6 +130,66 @@ impl StorageHandle {
     /// [`StorageRequestError`].
     pub async fn series(&self) -> Result<Vec<SeriesSummary>, StorageRequestError> {
         Ok(self.ask(|reply| Request::Series { reply }).await??)
+    }
+
+    /// The ranges of open times missing between the oldest and the newest
+    /// candle of `key`, oldest first, at most `limit`, without the ranges
+    /// recorded as exchange holes: what gap filling should fetch over REST
+    /// ([`ohlcv_storage::Database::holes`]).
+    ///
+    /// Candles still queued count as present: everything queued is
+    /// written before the database answers, so no hole the queue is
+    /// about to fill is reported (see the storage thread's
+    /// `write_queue_first` for why a write and not a merge).
+    ///
+    /// # Errors
+    /// [`StorageRequestError`]; `Failed` also when the queued candles
+    /// could not be written (retryable when the database is locked): ask
+    /// again later.
+    pub async fn holes(
+        &self,
+        key: SeriesKey,
+        limit: usize,
+    ) -> Result<Vec<Hole>, StorageRequestError> {
+        Ok(self
+            .ask(|reply| Request::Holes { key, limit, reply })
+            .await??)
+    }
+
+    /// Records that the exchange has no candles of `key` from `from` to
+    /// `to` (open times, inclusive), so [`StorageHandle::holes`] stops
+    /// reporting them. Recording a range again, or one overlapping it,
+    /// keeps one record.
+    ///
+    /// # Errors
+    /// [`StorageRequestError`]; `Failed` with
+    /// [`StorageError::InvalidHole`] when `from > to`.
+    pub async fn record_exchange_hole(
+        &self,
+        key: SeriesKey,
+        from: i64,
+        to: i64,
+    ) -> Result<(), StorageRequestError> {
+        Ok(self
+            .ask(|reply| Request::RecordExchangeHole {
+                key,
+                from,
+                to,
+                reply,
+            })
+            .await??)
+    }
+
+    /// How complete every stored series is now (expected, stored and
+    /// missing candles, exchange holes, age of the newest closed candle),
+    /// sorted by key. Queued candles are written first and so counted, as
+    /// for [`StorageHandle::holes`].
+    ///
+    /// # Errors
+    /// [`StorageRequestError`]; `Failed` also when the queued candles
+    /// could not be written.
+    pub async fn completeness(&self) -> Result<Vec<SeriesCompleteness>, StorageRequestError> {
+        Ok(self.ask(|reply| Request::Completeness { reply }).await??)
     }
 
     /// The thread's counters.

@@ -128,3 +128,85 @@ async fn a_sink_whose_storage_is_stuck_spills_closed_candles_instead_of_growing(
         sent
     );
 }
+
+#[actix_rt::test]
+async fn holes_and_completeness_count_queued_candles_as_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ohlcv.db");
+    let channels = StorageChannels::new(RescueFile::for_database(&path));
+    let supervisor = NoSupervisor.start().recipient();
+    spawn_storage(
+        Database::open(&path).unwrap(),
+        &channels,
+        StorageSettings {
+            // Never on its own during the test: only requests write.
+            batch_interval: Duration::from_secs(3600),
+            max_records: 1_000_000,
+            max_queued: 100_000,
+        },
+        HeartbeatSink::default(),
+        LifeGuard::new(ChildId::Storage, 1, supervisor),
+        Arc::default(),
+    )
+    .unwrap();
+    let storage = channels.handle();
+    let key = candle(0, true).key;
+    let minute = |m: i64| candle(m, true).open_time;
+
+    // Minutes 0 and 9 stored, 1..=8 missing in the database.
+    for m in [0, 9] {
+        storage.try_submit(candle(m, true)).unwrap();
+    }
+    storage.flush().await.unwrap();
+    // 2, 3 and the open 10 only queued: holes must not report 2 and 3.
+    for m in [2, 3] {
+        storage.try_submit(candle(m, true)).unwrap();
+    }
+    storage.try_submit(candle(10, false)).unwrap();
+    let holes = storage.holes(key.clone(), 10).await.unwrap();
+    let got: Vec<(i64, i64)> = holes.iter().map(|h| (h.from, h.to)).collect();
+    assert_eq!(got, vec![(minute(1), minute(1)), (minute(4), minute(8))]);
+    assert_eq!(storage.stats().await.unwrap().queued, 0, "written first");
+
+    // The exchange has nothing from 5 to 7: recorded once, never asked again.
+    for _ in 0..2 {
+        storage
+            .record_exchange_hole(key.clone(), minute(5), minute(7))
+            .await
+            .unwrap();
+    }
+    let holes = storage.holes(key.clone(), 10).await.unwrap();
+    let got: Vec<(i64, i64)> = holes.iter().map(|h| (h.from, h.to)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (minute(1), minute(1)),
+            (minute(4), minute(4)),
+            (minute(8), minute(8))
+        ]
+    );
+    let error = storage
+        .record_exchange_hole(key.clone(), minute(7), minute(5))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("from is after to"), "{error}");
+
+    // Minute 1 arrives (queued) and 11 opens: completeness counts them.
+    storage.try_submit(candle(1, true)).unwrap();
+    storage.try_submit(candle(10, true)).unwrap();
+    storage.try_submit(candle(11, false)).unwrap();
+    let all = storage.completeness().await.unwrap();
+    assert_eq!(all.len(), 1);
+    let c = &all[0];
+    assert_eq!(c.key, key);
+    assert_eq!(
+        (c.first_open_time, c.last_open_time),
+        (minute(0), minute(11))
+    );
+    assert_eq!((c.expected, c.stored, c.missing), (12, 7, 2));
+    assert_eq!((c.exchange_holes, c.exchange_hole_candles), (1, 3));
+    assert_eq!(c.newest_closed_open_time, Some(minute(10)));
+    let age = c.newest_closed_age_ms.unwrap();
+    assert!(age > 0, "2024 is in the past: {age}");
+    assert_eq!(storage.stats().await.unwrap().queued, 0);
+}

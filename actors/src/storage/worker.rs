@@ -9,7 +9,8 @@ use crossbeam_channel::{bounded, Receiver};
 use ohlcv_domain::{Candle, ErrorChain, SeriesKey};
 use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::{
-    merge_overlay, CandleQuery, CandleQueue, Database, SeriesSummary, StorageError,
+    merge_overlay, CandleQuery, CandleQueue, Database, Hole, SeriesCompleteness, SeriesSummary,
+    StorageError,
 };
 use tokio::sync::oneshot;
 
@@ -55,6 +56,20 @@ pub(super) enum Request {
     },
     Series {
         reply: oneshot::Sender<Result<Vec<SeriesSummary>, StorageError>>,
+    },
+    Holes {
+        key: SeriesKey,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Hole>, StorageError>>,
+    },
+    RecordExchangeHole {
+        key: SeriesKey,
+        from: i64,
+        to: i64,
+        reply: oneshot::Sender<Result<(), StorageError>>,
+    },
+    Completeness {
+        reply: oneshot::Sender<Result<Vec<SeriesCompleteness>, StorageError>>,
     },
     Stats {
         reply: oneshot::Sender<StorageStats>,
@@ -294,6 +309,26 @@ impl Worker {
                 self.drain_channel();
                 let _ = reply.send(self.series());
             }
+            Request::Holes { key, limit, reply } => {
+                let result = self
+                    .write_queue_first()
+                    .and_then(|()| self.db.holes(&key, limit));
+                let _ = reply.send(result);
+            }
+            Request::RecordExchangeHole {
+                key,
+                from,
+                to,
+                reply,
+            } => {
+                let _ = reply.send(self.db.record_exchange_hole(&key, from, to));
+            }
+            Request::Completeness { reply } => {
+                let result = self
+                    .write_queue_first()
+                    .and_then(|()| self.db.completeness(ohlcv_domain::time::now_ms()));
+                let _ = reply.send(result);
+            }
             Request::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
@@ -376,6 +411,32 @@ impl Worker {
         }
         series.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(series)
+    }
+
+    /// Writes every candle sent so far (and any rescued ones) before a
+    /// question about holes, so that the database alone answers it.
+    ///
+    /// Why a write rather than merging the queue over the database, as
+    /// candle reads do: a queued candle may be new or may update a stored
+    /// one, and a hole may be filled by queued candles anywhere inside it,
+    /// so a merge would have to look up every queued open time in the
+    /// database and split holes around them, a second implementation of
+    /// what SQLite already does. Integrity checks are rare (at start, then
+    /// every few minutes), so the early batch write they cause costs
+    /// little, and after the first one of a round the queue holds only the
+    /// few updates since. Nothing to write, nothing is written.
+    ///
+    /// # Errors
+    /// The failed write's error (the batch stays queued, the retry
+    /// schedule goes on as for any write): answering from the database
+    /// alone would report holes the queue is about to fill, and the
+    /// datasource would fetch them over REST for nothing.
+    fn write_queue_first(&mut self) -> Result<(), StorageError> {
+        self.drain_channel();
+        if lock(&self.queue).is_empty() && !self.rescue.is_pending() {
+            return Ok(());
+        }
+        self.flush().map(|_| ())
     }
 
     fn stats(&self) -> StorageStats {

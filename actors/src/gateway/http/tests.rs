@@ -468,6 +468,7 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
         (Method::GET, "/deleteDatabase"),
         (Method::PUT, "/ohlcv/simulated/BTCUSDT/1m"),
         (Method::POST, "/databaseSymbols"),
+        (Method::POST, "/completeness"),
     ] {
         error(
             &call(&app, TestRequest::default().method(method).uri(path)).await,
@@ -673,6 +674,90 @@ async fn a_missing_storage_thread_is_unavailable() {
         503,
         "unavailable",
     );
+    error(&call(&app, get("/completeness")).await, 503, "unavailable");
+}
+
+#[actix_web::test]
+async fn completeness_counts_queued_candles_and_filters_by_series() {
+    let Harness { deps, .. } = harness();
+    // BTCUSDT: minutes 0..=2 written, 5, 6, 8 and 9 only queued, 3 and 4
+    // missing, 7 an exchange hole.
+    for minute in [0, 1, 2] {
+        deps.storage.try_submit(candle("BTCUSDT", minute)).unwrap();
+    }
+    queued(&deps, 3).await;
+    deps.storage.flush().await.unwrap();
+    for minute in [5, 6, 8, 9] {
+        deps.storage.try_submit(candle("BTCUSDT", minute)).unwrap();
+    }
+    deps.storage.try_submit(candle("ETHUSDT", 0)).unwrap();
+    queued(&deps, 5).await;
+    let btc = candle("BTCUSDT", 0).key;
+    deps.storage
+        .record_exchange_hole(btc, BASE_TIME + 7 * 60_000, BASE_TIME + 7 * 60_000)
+        .await
+        .unwrap();
+    let app = app(deps).await;
+
+    let (status, all) = call(&app, get("/completeness")).await;
+    assert_eq!(status, 200, "{all}");
+    let rows = all.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{all}");
+    let btc = &rows[0];
+    let age = btc["newest_closed_age_ms"].as_i64().unwrap();
+    assert!(age > 0, "{btc}");
+    assert_eq!(
+        btc,
+        &json!({"exchange": "simulated", "symbol": "BTCUSDT", "interval": "1m",
+                "first_open_time": BASE_TIME, "last_open_time": BASE_TIME + 9 * 60_000,
+                "expected": 10, "stored": 7, "missing": 2,
+                "exchange_holes": 1, "exchange_hole_candles": 1,
+                "newest_closed_open_time": BASE_TIME + 9 * 60_000,
+                "newest_closed_age_ms": age})
+    );
+    assert_eq!(rows[1]["symbol"], "ETHUSDT");
+    assert_eq!(rows[1]["missing"], 0);
+
+    let symbols = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["symbol"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (query, want) in [
+        ("?symbol=ETHUSDT", vec!["ETHUSDT"]),
+        (
+            "?exchange=simulated&interval=1m",
+            vec!["BTCUSDT", "ETHUSDT"],
+        ),
+        (
+            "?exchange=simulated&symbol=BTCUSDT&interval=1m",
+            vec!["BTCUSDT"],
+        ),
+        ("?interval=5m", vec![]),
+        ("?exchange=binance_futures", vec![]),
+        ("?exchange=&symbol=&_=123", vec!["BTCUSDT", "ETHUSDT"]),
+    ] {
+        let (status, body) = call(&app, get(&format!("/completeness{query}"))).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(symbols(&body), want, "{query}");
+    }
+    for (query, code) in [
+        ("?exchange=kraken", "unknown_exchange"),
+        ("?symbol=BTC/USDT", "invalid_symbol"),
+        ("?interval=7m", "unknown_interval"),
+    ] {
+        let message = error(
+            &call(&app, get(&format!("/completeness{query}"))).await,
+            400,
+            code,
+        );
+        assert!(
+            message.contains(&query[1..query.find('=').unwrap()]),
+            "{message}"
+        );
+    }
 }
 
 #[test]
@@ -838,6 +923,7 @@ async fn read_only_routes_stay_open_with_a_token() {
         "/exchangeSymbols/simulated",
         "/ohlcv/simulated/BTCUSDT/1m",
         "/databaseSymbols",
+        "/completeness",
     ] {
         let (status, body) = call(&app, get(path)).await;
         assert_eq!(status, 200, "{path}: {body}");
