@@ -8,10 +8,11 @@ mod common;
 use std::time::Duration;
 
 use common::{child, freeze, quick_policy, start, status_until};
-use ohlcv_actors::control::Control;
+use ohlcv_actors::control::{Control, ControlError};
 use ohlcv_actors::lifecycle::ChildId;
 use ohlcv_actors::metrics::WorkerMetrics;
 use ohlcv_actors::storage::FlushOutcome;
+use ohlcv_domain::config::ConfigStore;
 use ohlcv_domain::ExchangeId;
 use ohlcv_storage::Database;
 use ohlcv_supervisors::policy::RestartPolicy;

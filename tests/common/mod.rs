@@ -44,7 +44,14 @@ pub fn simulated_config(tweak: impl FnOnce(&mut Value)) -> Value {
                 "symbols": ["BTCUSDT", "ETHUSDT"],
                 "simulation": { "seed": 7, "updates_per_second": 20 }
             },
-            "binance_futures": { "enabled": false, "symbols": ["BTCUSDT"] }
+            // Disabled, and pointed at a closed loopback port: a test
+            // never reaches the real exchange.
+            "binance_futures": {
+                "enabled": false,
+                "symbols": ["BTCUSDT"],
+                "rest_url": "http://127.0.0.1:1",
+                "ws_url": "ws://127.0.0.1:1"
+            }
         },
         "intervals": ["1m"],
         "database_path": "./data/ohlcv.db",
@@ -85,12 +92,30 @@ impl Collector {
         Collector::start_in(dir)
     }
 
+    /// Writes `config` to a temp dir and starts the collector on it with
+    /// extra environment variables (`SSL_CERT_FILE`, say).
+    pub fn start_with_env(config: &Value, env: &[(&str, &Path)]) -> Collector {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("config.json"),
+            serde_json::to_string_pretty(config).unwrap(),
+        )
+        .unwrap();
+        Collector::start_in_with_env(dir, env)
+    }
+
     /// Starts the collector on the `config.json` already in `dir`.
     pub fn start_in(dir: tempfile::TempDir) -> Collector {
+        Collector::start_in_with_env(dir, &[])
+    }
+
+    /// [`Collector::start_in`] with extra environment variables.
+    pub fn start_in_with_env(dir: tempfile::TempDir, env: &[(&str, &Path)]) -> Collector {
         let mut child = Command::new(binary())
             .args(["run", "--config"])
             .arg(dir.path().join("config.json"))
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -236,6 +261,14 @@ impl Collector {
         )
         .expect("websocket handshake");
         WsClient { socket }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown at all) and hands back
+    /// its directory, for a restart on the same database.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     /// Sends SIGTERM and waits for the exit.

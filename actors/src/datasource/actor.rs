@@ -41,6 +41,14 @@ const CLOSE_GRACE_MS: i64 = 10_000;
 /// Shortest time between two log lines about bad frames of one exchange;
 /// the ones in between are counted and reported with the next line.
 const BAD_FRAME_LOG_PERIOD: Duration = Duration::from_secs(10);
+/// How often every series is checked for holes between its first and
+/// last stored candle (also once after each history sync).
+const INTEGRITY_PERIOD: Duration = Duration::from_secs(600);
+/// Holes asked of storage per series and check.
+const MAX_HOLES_PER_CHECK: usize = 50;
+/// Candles fetched per series and check: a database with large holes is
+/// mended over several checks rather than in one burst of requests.
+const MAX_HOLE_CANDLES_PER_CHECK: i64 = 2 * HISTORY_CHUNK;
 /// How long a stopping datasource waits for room in the storage channel
 /// for its last updates; the storage thread drains thousands a millisecond.
 const STOP_DRAIN_TIMEOUT: Duration = Duration::from_millis(1_500);
@@ -141,6 +149,8 @@ pub struct Datasource {
     started_ms: i64,
     guard: LifeGuard,
     bad_frames: LogThrottle,
+    /// An integrity check is under way (one at a time).
+    checking: bool,
 }
 
 /// Logs a repeated warning at most once per period, with how many were
@@ -182,6 +192,7 @@ impl Datasource {
             started_ms: now_ms(),
             guard,
             bad_frames: LogThrottle::default(),
+            checking: false,
         }
     }
 
@@ -290,6 +301,7 @@ impl Datasource {
                 100,
             );
             tracing::info!(exchange = %self.exchange, series = total, success = true, "datasource streaming");
+            self.check_integrity(ctx);
             return;
         };
         self.progress(
@@ -343,7 +355,10 @@ impl Datasource {
                     act.sync_next(ctx, plan, index + 1);
                 }
                 Err(error) => {
-                    act.counters.last_error = Some(error.to_string());
+                    act.counters.last_error = Some(format!("{key}: {error}"));
+                    if let Some(state) = act.series.get_mut(&key) {
+                        state.refused = Some(error.to_string());
+                    }
                     tracing::error!(series = %key, %error, "history refused; series skipped");
                     act.progress(
                         "error",
@@ -452,6 +467,80 @@ impl Datasource {
                 }
             }
         });
+    }
+
+    /// Checks every series for holes between its first and last stored
+    /// candle and fills them over REST, one series after the other. A range
+    /// the exchange answers without candles is its own hole: it is recorded
+    /// so it is not fetched again.
+    fn check_integrity(&mut self, ctx: &mut Context<Self>) {
+        if self.checking || self.retired() || self.phase != Phase::Streaming {
+            return;
+        }
+        self.checking = true;
+        let keys: Vec<SeriesKey> = self.series.keys().cloned().collect();
+        self.check_series(ctx, keys, 0);
+    }
+
+    fn check_series(&mut self, ctx: &mut Context<Self>, keys: Vec<SeriesKey>, index: usize) {
+        let Some(key) = keys.get(index).cloned() else {
+            self.checking = false;
+            return;
+        };
+        let storage = self.deps.storage.clone();
+        let source = self.deps.source.clone();
+        let fetch_key = key.clone();
+        let fut = async move {
+            let key = fetch_key;
+            let holes = storage
+                .holes(key.clone(), MAX_HOLES_PER_CHECK)
+                .await
+                .map_err(|e| ExchangeError::Connect(format!("storage: {}", ErrorChain(&e))))?;
+            let step = key.interval.duration_ms();
+            let mut budget = MAX_HOLE_CANDLES_PER_CHECK;
+            let mut fetched = Vec::new();
+            let mut exchange_holes = 0;
+            for hole in holes {
+                let mut from = hole.from;
+                while let Some(end) = history_chunk_end(from, hole.to, step) {
+                    if budget <= 0 {
+                        break;
+                    }
+                    budget -= (end - from) / step + 1;
+                    let candles = source
+                        .backfill(&key.symbol, key.interval, from, end)
+                        .await?;
+                    for (a, b) in missing_ranges(&candles, from, end, step) {
+                        exchange_holes += 1;
+                        storage
+                            .record_exchange_hole(key.clone(), a, b)
+                            .await
+                            .map_err(|e| {
+                                ExchangeError::Connect(format!("storage: {}", ErrorChain(&e)))
+                            })?;
+                    }
+                    fetched.extend(candles);
+                    from = end + step;
+                }
+            }
+            Ok::<_, ExchangeError>((fetched, exchange_holes))
+        };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            match result {
+                Ok((candles, exchange_holes)) => {
+                    if !candles.is_empty() || exchange_holes > 0 {
+                        tracing::info!(series = %key, filled = candles.len(), exchange_holes,
+                            "integrity check filled holes");
+                    }
+                    act.store_history(&key, candles);
+                }
+                Err(error) => {
+                    tracing::warn!(series = %key, %error, "integrity check failed; next period");
+                    act.counters.last_error = Some(format!("integrity check of {key}: {error}"));
+                }
+            }
+            act.check_series(ctx, keys, index + 1);
+        }));
     }
 
     /// Fetches, for every series past its history sync, the candles that
@@ -644,6 +733,7 @@ impl Actor for Datasource {
         ctx.run_interval(HEARTBEAT_INTERVAL, |act, _| act.heartbeat());
         ctx.run_interval(WATCHDOG_PERIOD, |act, ctx| act.watchdog(ctx));
         ctx.run_interval(SINK_RETRY_PERIOD, |act, _| act.sink.retry());
+        ctx.run_interval(INTEGRITY_PERIOD, |act, ctx| act.check_integrity(ctx));
         self.heartbeat();
         self.connect(ctx);
     }
@@ -721,6 +811,27 @@ fn history_chunk_end(from: i64, to: i64, step: i64) -> Option<i64> {
     (from <= to).then(|| from.saturating_add((HISTORY_CHUNK - 1) * step).min(to))
 }
 
+/// The ranges of open times in `from..=to` (step `step`) for which
+/// `candles` holds no closed candle: what the exchange itself lacks.
+fn missing_ranges(candles: &[Candle], from: i64, to: i64, step: i64) -> Vec<(i64, i64)> {
+    let mut have: Vec<i64> = candles
+        .iter()
+        .filter(|c| c.closed && (from..=to).contains(&c.open_time))
+        .map(|c| c.open_time)
+        .collect();
+    have.sort_unstable();
+    have.dedup();
+    let mut ranges = Vec::new();
+    let mut next = from;
+    for t in have.into_iter().chain(std::iter::once(to + step)) {
+        if t > next {
+            ranges.push((next, t - step));
+        }
+        next = t + step;
+    }
+    ranges
+}
+
 #[cfg(test)]
 mod chunk_tests {
     use super::*;
@@ -749,6 +860,31 @@ mod chunk_tests {
             let candles: i64 = planned.iter().map(|(f, e)| (e - f) / step + 1).sum();
             assert_eq!(candles, load);
         }
+    }
+
+    #[test]
+    fn what_the_exchange_did_not_return_is_its_own_hole() {
+        use ohlcv_domain::{ExchangeId, SeriesKey, Symbol};
+        let key = SeriesKey::new(
+            ExchangeId::Simulated,
+            Symbol::new("BTCUSDT").unwrap(),
+            Interval::M1,
+        );
+        let candle = |t: i64, closed: bool| Candle {
+            key: key.clone(),
+            open_time: t,
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+            volume: 1.0,
+            closed,
+        };
+        let got = [candle(2, true), candle(3, true), candle(6, false)];
+        assert_eq!(missing_ranges(&got, 0, 7, 1), vec![(0, 1), (4, 7)]);
+        assert_eq!(missing_ranges(&[], 0, 2, 1), vec![(0, 2)]);
+        let all: Vec<Candle> = (0..3).map(|t| candle(t, true)).collect();
+        assert_eq!(missing_ranges(&all, 0, 2, 1), vec![]);
     }
 
     #[test]

@@ -137,15 +137,12 @@ impl StorageHandle {
     /// recorded as exchange holes: what gap filling should fetch over REST
     /// ([`ohlcv_storage::Database::holes`]).
     ///
-    /// Candles still queued count as present: everything queued is
-    /// written before the database answers, so no hole the queue is
-    /// about to fill is reported (see the storage thread's
-    /// `write_queue_first` for why a write and not a merge).
+    /// Candles still queued count as present (holes are split around
+    /// them), without writing them before their batch is due.
     ///
     /// # Errors
-    /// [`StorageRequestError`]; `Failed` also when the queued candles
-    /// could not be written (retryable when the database is locked): ask
-    /// again later.
+    /// [`StorageRequestError`] when the database cannot be read: ask again
+    /// later.
     pub async fn holes(
         &self,
         key: SeriesKey,

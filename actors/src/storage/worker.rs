@@ -310,9 +310,14 @@ impl Worker {
                 let _ = reply.send(self.series());
             }
             Request::Holes { key, limit, reply } => {
-                let result = self
-                    .write_queue_first()
-                    .and_then(|()| self.db.holes(&key, limit));
+                // Queued candles count as present, without writing them
+                // early: `batch_interval` stays the user's.
+                self.drain_channel();
+                let result = self.db.holes(&key, limit).map(|holes| {
+                    let mut holes = lock(&self.queue).unfilled(&key, holes);
+                    holes.truncate(limit);
+                    holes
+                });
                 let _ = reply.send(result);
             }
             Request::RecordExchangeHole {
@@ -414,23 +419,17 @@ impl Worker {
     }
 
     /// Writes every candle sent so far (and any rescued ones) before a
-    /// question about holes, so that the database alone answers it.
-    ///
-    /// Why a write rather than merging the queue over the database, as
-    /// candle reads do: a queued candle may be new or may update a stored
-    /// one, and a hole may be filled by queued candles anywhere inside it,
-    /// so a merge would have to look up every queued open time in the
-    /// database and split holes around them, a second implementation of
-    /// what SQLite already does. Integrity checks are rare (at start, then
-    /// every few minutes), so the early batch write they cause costs
-    /// little, and after the first one of a round the queue holds only the
-    /// few updates since. Nothing to write, nothing is written.
+    /// user's `/completeness`, so that the database alone answers it
+    /// (counting queued candles by merge would need a second implementation
+    /// of the database's counts). Nothing to write, nothing is written.
     ///
     /// # Errors
     /// The failed write's error (the batch stays queued, the retry
     /// schedule goes on as for any write): answering from the database
-    /// alone would report holes the queue is about to fill, and the
-    /// datasource would fetch them over REST for nothing.
+    /// alone would count the queued candles as missing. Only a user's
+    /// `/completeness` does this; the datasources' hole checks subtract the
+    /// queue instead ([`CandleQueue::unfilled`]), so they never move a
+    /// write forward.
     fn write_queue_first(&mut self) -> Result<(), StorageError> {
         self.drain_channel();
         if lock(&self.queue).is_empty() && !self.rescue.is_pending() {

@@ -6,9 +6,10 @@
 //!   budget is 1800 of the documented 2400 request weight per minute, and
 //!   a `X-MBX-USED-WEIGHT-1M` at 90 % of 2400 (other clients of the same
 //!   IP count too) pauses every request until the next minute.
-//! - Live: the routed `/market/stream` endpoint, at most 200 streams per
-//!   connection, SUBSCRIBE messages 200 ms apart (the limit is 10 incoming
-//!   messages a second), every answer checked. Binance pings every 3
+//! - Live: the routed `/market/stream` endpoint with the streams named in
+//!   its query, at most 200 per connection, so no message is sent but
+//!   keep-alive (the limit is 10 incoming messages a second). Binance
+//!   pings every 3
 //!   minutes and tungstenite answers; after 30 s without a frame we ping
 //!   too, and 60 s without any frame is a dead connection. A connection is
 //!   replaced after 23 h 50 min, before Binance closes it at 24 h.
@@ -27,7 +28,7 @@ use super::{EXCHANGE, REST_URL, WS_URL};
 use crate::net::budget::BudgetLimits;
 use crate::net::exchange::{until_next_minute, RealExchange, RestProtocol};
 use crate::net::http::RestClient;
-use crate::net::live::{ConnectionPlan, Decoded, KeepAlive, LiveProtocol, Subscribe};
+use crate::net::live::{ConnectionPlan, Decoded, KeepAlive, LiveProtocol};
 use crate::source::ExchangeError;
 use ohlcv_domain::config::ExchangeConfig;
 
@@ -110,6 +111,12 @@ impl RestProtocol for Binance {
 }
 
 impl LiveProtocol for Binance {
+    /// Streams are named in the URL (`/market/stream?streams=a/b/…`), up
+    /// to 200 per connection: the connection starts with every stream and
+    /// sends no message at all, so the 10-messages-per-second limit and
+    /// SUBSCRIBE answers do not arise. (Binance does not check stream names:
+    /// a symbol it does not list stays silent, and its REST requests are
+    /// refused with -1121, which stops the series.)
     fn plan(&self, keys: &[SeriesKey]) -> Result<Vec<ConnectionPlan>, ExchangeError> {
         let by_stream: HashMap<String, &SeriesKey> = keys
             .iter()
@@ -119,22 +126,13 @@ impl LiveProtocol for Binance {
         Ok(plan_subscriptions(keys, 1)?
             .into_iter()
             .map(|connection| ConnectionPlan {
-                url: url.clone(),
-                requests: connection
-                    .messages
-                    .into_iter()
-                    .map(|message| Subscribe {
-                        id: Some(message.request.id.to_string()),
-                        text: serde_json::to_string(&message.request).unwrap_or_default(),
-                        keys: message
-                            .request
-                            .params
-                            .iter()
-                            .filter_map(|s| by_stream.get(s).map(|k| (*k).clone()))
-                            .collect(),
-                        acks: 1,
-                    })
+                url: format!("{url}?streams={}", connection.streams.join("/")),
+                keys: connection
+                    .streams
+                    .iter()
+                    .filter_map(|s| by_stream.get(s).map(|k| (*k).clone()))
                     .collect(),
+                requests: Vec::new(),
             })
             .collect())
     }
@@ -164,11 +162,25 @@ impl LiveProtocol for Binance {
             },
             Frame::Error(error) => Decoded::Refused {
                 id: error.id.map(|id| id.to_string()),
-                keys: Vec::new(),
+                keys: streams_named(&error.msg),
                 reason: format!("binance_futures error {}: {}", error.code, error.msg),
             },
         })
     }
+}
+
+/// The series whose kline streams an error message names
+/// (`Invalid request: unknown stream ethusdt@kline_1m`); none when it
+/// names none, as Binance's documented errors do.
+fn streams_named(msg: &str) -> Vec<SeriesKey> {
+    msg.split([' ', ',', '/'])
+        .filter_map(|word| {
+            let (symbol, interval) = word.split_once("@kline_")?;
+            let symbol = Symbol::new(&symbol.to_ascii_uppercase()).ok()?;
+            let interval = super::interval_from_name(interval)?;
+            Some(SeriesKey::new(EXCHANGE, symbol, interval))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -185,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn the_plan_subscribes_on_the_routed_market_path_naming_each_requests_series() {
+    fn the_plan_names_the_streams_in_the_routed_market_path() {
         let binance = Binance {
             rest_url: "http://127.0.0.1:1".into(),
             ws_url: "ws://127.0.0.1:1/".into(),
@@ -196,17 +208,14 @@ mod tests {
             .collect();
         let plans = binance.plan(&keys).unwrap();
         assert_eq!(plans.len(), 2, "240 streams take two connections");
-        assert!(plans
-            .iter()
-            .all(|p| p.url == "ws://127.0.0.1:1/market/stream"));
-        let planned: usize = plans.iter().map(|p| p.keys().len()).sum();
+        let planned: usize = plans.iter().map(|p| p.keys.len()).sum();
         assert_eq!(planned, 240);
-        let first = &plans[0].requests[0];
-        assert_eq!(first.id.as_deref(), Some("1"));
-        assert!(first
-            .text
-            .starts_with(r#"{"method":"SUBSCRIBE","params":["#));
-        assert_eq!(first.keys.len(), 50);
+        assert_eq!(plans[0].keys.len(), 200);
+        assert!(plans[0].url.starts_with(
+            "ws://127.0.0.1:1/market/stream?streams=s0usdt@kline_1m/s0usdt@kline_5m/"
+        ));
+        assert_eq!(plans[0].url.matches('@').count(), 200);
+        assert!(plans.iter().all(|p| p.requests.is_empty()));
     }
 
     #[test]
@@ -225,6 +234,10 @@ mod tests {
             .decode(r#"{"code":2,"msg":"Invalid request","id":3}"#)
             .unwrap();
         assert!(matches!(refused, Decoded::Refused { id: Some(ref id), .. } if id == "3"));
+        assert_eq!(
+            streams_named("Invalid request: unknown stream ethusdt@kline_1m,x@kline_9q"),
+            vec![key("ETHUSDT", Interval::M1)]
+        );
         assert!(binance.decode("{not json").is_err());
     }
 

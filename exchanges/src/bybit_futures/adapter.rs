@@ -154,6 +154,10 @@ impl LiveProtocol for Bybit {
                     .collect();
                 ConnectionPlan {
                     url: url.clone(),
+                    keys: topics
+                        .iter()
+                        .filter_map(|t| by_topic.get(t).cloned())
+                        .collect(),
                     requests,
                 }
             })

@@ -114,20 +114,14 @@ pub(crate) struct Subscribe {
 /// One connection of a plan: where to connect and what to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConnectionPlan {
-    /// The WebSocket URL (path and query included).
+    /// The WebSocket URL (path and query included: Binance names its
+    /// streams in the query).
     pub url: String,
-    /// The subscribe requests, sent in order at the exchange's pace.
-    pub requests: Vec<Subscribe>,
-}
-
-impl ConnectionPlan {
     /// Every series this connection carries.
-    pub fn keys(&self) -> Vec<SeriesKey> {
-        self.requests
-            .iter()
-            .flat_map(|r| r.keys.iter().cloned())
-            .collect()
-    }
+    pub keys: Vec<SeriesKey>,
+    /// The subscribe requests, sent in order at the exchange's pace; none
+    /// when the URL subscribes.
+    pub requests: Vec<Subscribe>,
 }
 
 /// The exchange-specific half of a live stream.
@@ -173,7 +167,7 @@ pub(crate) fn open(
     for (i, plan) in plans.into_iter().enumerate() {
         let connection = Connection {
             protocol: protocol.clone(),
-            keys: plan.keys(),
+            keys: plan.keys,
             events: events.clone(),
         };
         let delay = CONNECT_STAGGER * i as u32;
@@ -508,6 +502,7 @@ fn merge(plans: Vec<ConnectionPlan>) -> Option<ConnectionPlan> {
     let mut plans = plans.into_iter();
     let mut first = plans.next()?;
     for plan in plans {
+        first.keys.extend(plan.keys);
         first.requests.extend(plan.requests);
     }
     Some(first)
@@ -603,6 +598,7 @@ mod tests {
     fn a_replan_is_merged_into_one_connection() {
         let plan = |url: &str, n: usize| ConnectionPlan {
             url: url.into(),
+            keys: vec![key("BTCUSDT"); n],
             requests: (0..n)
                 .map(|i| Subscribe {
                     id: Some(i.to_string()),
@@ -615,6 +611,7 @@ mod tests {
         let merged = merge(vec![plan("ws://a", 2), plan("ws://b", 1)]).unwrap();
         assert_eq!(merged.url, "ws://a");
         assert_eq!(merged.requests.len(), 3);
+        assert_eq!(merged.keys.len(), 3);
         assert_eq!(merge(Vec::new()), None);
     }
 

@@ -130,6 +130,7 @@ impl LiveProtocol for Okx {
                     .collect::<Result<Vec<_>, ExchangeError>>()?;
                 Ok(ConnectionPlan {
                     url: url.clone(),
+                    keys: connection.to_vec(),
                     requests,
                 })
             })

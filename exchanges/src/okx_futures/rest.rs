@@ -242,8 +242,10 @@ pub fn merge_pages(
     merged
 }
 
-/// Decodes the instrument list into our symbols: live perpetual swaps
-/// (`instType` `SWAP`, `state` `live`) whose instId maps to a symbol,
+/// Decodes the instrument list into our symbols: live linear perpetual
+/// swaps (`instType` `SWAP`, `ctType` `linear`, `state` `live`; inverse
+/// swaps such as `BTC-USD-SWAP` are margined in the base coin, a different
+/// market from the USDT-margined ones the other exchanges list) whose instId maps to a symbol,
 /// sorted and without duplicates. Instruments in any other state
 /// (`suspend`, `preopen`, `test`, …) and instIds with an unknown quote are
 /// left out, not errors: the list legitimately holds them.
@@ -256,7 +258,7 @@ pub fn decode_instruments(body: &str) -> Result<Vec<Symbol>, ExchangeError> {
     let mut symbols: Vec<Symbol> = response
         .data
         .iter()
-        .filter(|i| i.inst_type == "SWAP" && i.state == "live")
+        .filter(|i| i.inst_type == "SWAP" && i.ct_type == "linear" && i.state == "live")
         .filter_map(|i| symbol_from_inst_id(&i.inst_id).ok())
         .collect();
     symbols.sort();
@@ -474,8 +476,11 @@ mod tests {
         // The same payload as a live and a suspended swap.
         let swap = INSTRUMENTS
             .replace(r#""instType": "SPOT""#, r#""instType": "SWAP""#)
-            .replace(r#""instId": "BTC-USDT""#, r#""instId": "BTC-USDT-SWAP""#);
+            .replace(r#""instId": "BTC-USDT""#, r#""instId": "BTC-USDT-SWAP""#)
+            .replace(r#""ctType": """#, r#""ctType": "linear""#);
         assert_eq!(decode_instruments(&swap).unwrap(), [btc()]);
+        let inverse = swap.replace(r#""ctType": "linear""#, r#""ctType": "inverse""#);
+        assert!(decode_instruments(&inverse).unwrap().is_empty());
         let suspended = swap.replace(r#""state": "live""#, r#""state": "suspend""#);
         assert!(decode_instruments(&suspended).unwrap().is_empty());
         let err = decode_instruments(r#"{"code":"50001","msg":"Service temporarily unavailable"}"#)
