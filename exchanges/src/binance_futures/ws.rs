@@ -201,6 +201,16 @@ pub fn candle_from_event(event: &KlineEvent, raw: &str) -> Result<Candle, Exchan
 /// for anything else: not JSON, an event other than `kline`, a missing or
 /// malformed field.
 pub fn decode_frame(text: &str) -> Result<Frame, ExchangeError> {
+    // The frame of every kline on a combined stream, parsed once into its
+    // typed form. Anything else, or anything this parse refuses, goes the
+    // general way below, which gives the errors.
+    if !text.contains('[') && typed_parse_is_exact(text) {
+        if let Ok(combined) = serde_json::from_str::<Combined<KlineEvent>>(text) {
+            if combined.data.event_type == "kline" {
+                return candle_from_event(&combined.data, text).map(Frame::Candle);
+            }
+        }
+    }
     let value: Value =
         serde_json::from_str(text).map_err(|e| decode_error(format!("frame: {e}"), text))?;
     let Value::Object(object) = &value else {
@@ -222,6 +232,43 @@ pub fn decode_frame(text: &str) -> Result<Frame, ExchangeError> {
         return Ok(Frame::Error(error));
     }
     decode_event(value, text)
+}
+
+/// Whether parsing `text` straight into typed structs accepts exactly the
+/// frames, with exactly the values, that parsing it into a
+/// [`serde_json::Value`] first and converting that would: a JSON object
+/// with no escapes (lone surrogates), no exponent or overlong number (out
+/// of `f64` range), little nesting (the recursion limit). A typed parse
+/// skips ignored fields without those checks, so any other frame takes the
+/// `Value` path. Conservative: a frame refused here is only slower.
+fn typed_parse_is_exact(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&b'{') {
+        return false;
+    }
+    let (mut opened, mut number_run) = (0usize, 0usize);
+    for &b in bytes {
+        match b {
+            b'\\' => return false,
+            b'{' | b'[' => {
+                opened += 1;
+                if opened > 64 {
+                    return false;
+                }
+            }
+            b'e' | b'E' if number_run > 0 => return false,
+            _ => {}
+        }
+        if b.is_ascii_digit() || b == b'.' {
+            number_run += 1;
+            if number_run > 64 {
+                return false;
+            }
+        } else {
+            number_run = 0;
+        }
+    }
+    true
 }
 
 /// Decodes a raw stream event (the `data` of a combined frame).
@@ -414,5 +461,38 @@ mod tests {
             serde_json::to_string(&req).unwrap(),
             r#"{"method":"UNSUBSCRIBE","params":["btcusdt@kline_1m"],"id":9}"#
         );
+    }
+
+    #[test]
+    fn the_single_parse_accepts_no_frame_the_value_parse_refuses() {
+        let combined = |event: &str| format!(r#"{{"stream":"btcusdt@kline_1m","data":{event}}}"#);
+        let cases = [
+            // Ignored fields the typed parse alone would skip unchecked.
+            (
+                combined(&KLINE_EVENT.replace("\"123456\"", "1e400")),
+                "number out of range",
+            ),
+            (
+                combined(&KLINE_EVENT.replace("\"123456\"", r#""\ud800""#)),
+                "frame: unexpected end of hex escape",
+            ),
+            // A struct from a JSON array, which serde would accept.
+            (
+                r#"{"stream":"x","data":["kline",1,"BTCUSDT",{}]}"#.to_owned(),
+                "e: missing",
+            ),
+            (
+                format!(r#"["btcusdt@kline_1m",{KLINE_EVENT}]"#),
+                "not a JSON object",
+            ),
+        ];
+        for (text, expected) in cases {
+            match decode_frame(&text) {
+                Err(e @ ExchangeError::Decode { .. }) => {
+                    assert!(e.to_string().contains(expected), "{text}: {e}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 }

@@ -179,6 +179,16 @@ impl SubscribeAck {
 /// or is a kline push or an operation answer that does not match the
 /// documented shape. Valid JSON of no known kind is [`WsEvent::Unknown`].
 pub fn decode_frame(text: &str) -> Result<WsEvent, ExchangeError> {
+    // A kline push, parsed once into its typed form. Anything else, or
+    // anything this parse refuses, goes the general way below, which gives
+    // the errors.
+    if typed_parse_is_exact(text) {
+        if let Ok(push) = serde_json::from_str::<KlinePush>(text) {
+            if push.topic.starts_with("kline.") {
+                return decode_push(&push, text).map(WsEvent::Candles);
+            }
+        }
+    }
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| decode_error(format!("websocket frame: {e}"), text))?;
     let Some(object) = value.as_object() else {
@@ -212,6 +222,43 @@ pub fn decode_frame(text: &str) -> Result<WsEvent, ExchangeError> {
         }
         _ => Ok(WsEvent::Unknown),
     }
+}
+
+/// Whether parsing `text` straight into typed structs accepts exactly the
+/// frames, with exactly the values, that parsing it into a
+/// [`serde_json::Value`] first and converting that would: a JSON object
+/// with no escapes (lone surrogates), no exponent or overlong number (out
+/// of `f64` range), little nesting (the recursion limit). A typed parse
+/// skips ignored fields without those checks, so any other frame takes the
+/// `Value` path. Conservative: a frame refused here is only slower.
+fn typed_parse_is_exact(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&b'{') {
+        return false;
+    }
+    let (mut opened, mut number_run) = (0usize, 0usize);
+    for &b in bytes {
+        match b {
+            b'\\' => return false,
+            b'{' | b'[' => {
+                opened += 1;
+                if opened > 64 {
+                    return false;
+                }
+            }
+            b'e' | b'E' if number_run > 0 => return false,
+            _ => {}
+        }
+        if b.is_ascii_digit() || b == b'.' {
+            number_run += 1;
+            if number_run > 64 {
+                return false;
+            }
+        } else {
+            number_run = 0;
+        }
+    }
+    true
 }
 
 fn typed<T: serde::de::DeserializeOwned>(
@@ -431,5 +478,23 @@ mod tests {
         );
         assert_eq!(ping_message(), r#"{"op":"ping"}"#);
         assert_eq!(PING_INTERVAL, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn the_single_parse_accepts_no_frame_the_value_parse_refuses() {
+        for text in [
+            KLINE.replace("\"34666.4005\"", "1e400"),
+            KLINE.replace("\"snapshot\"", r#""\ud800""#),
+        ] {
+            match decode_frame(&text) {
+                Err(e @ ExchangeError::Decode { .. }) => {
+                    assert!(e.to_string().contains("websocket frame"), "{text}: {e}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // Not an object: not a push, whatever it holds.
+        let listed = format!("[{KLINE}]");
+        assert_eq!(decode_frame(&listed).unwrap(), WsEvent::Unknown);
     }
 }

@@ -134,6 +134,15 @@ pub fn decode_text(text: &str) -> Result<WsMessage, ExchangeError> {
     if text == PONG {
         return Ok(WsMessage::Pong);
     }
+    // A candle push, parsed once into its typed form. Anything else (an
+    // `event` key makes it an event whatever else it holds), or anything
+    // this parse refuses, goes the general way below, which gives the
+    // errors.
+    if !text.contains("\"event\"") && typed_parse_is_exact(text) {
+        if let Ok(push) = serde_json::from_str::<CandlePush>(text) {
+            return candles_of_push(&push).map(WsMessage::Candles);
+        }
+    }
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| decode_error(e.to_string(), text))?;
     if value.get("event").is_some() {
@@ -151,15 +160,55 @@ pub fn decode_text(text: &str) -> Result<WsMessage, ExchangeError> {
     if value.get("arg").is_some() && value.get("data").is_some() {
         let push: CandlePush =
             serde_json::from_value(value).map_err(|e| decode_error(e.to_string(), text))?;
-        let key = series_key(&push.arg.channel, &push.arg.inst_id)?;
-        let candles = push
-            .data
-            .iter()
-            .map(|row| candle_from_row(&key, row))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(WsMessage::Candles(candles));
+        return candles_of_push(&push).map(WsMessage::Candles);
     }
     Ok(WsMessage::Unknown(text.to_owned()))
+}
+
+/// The candles of a candle push, through the one conversion.
+fn candles_of_push(push: &CandlePush) -> Result<Vec<Candle>, ExchangeError> {
+    let key = series_key(&push.arg.channel, &push.arg.inst_id)?;
+    push.data
+        .iter()
+        .map(|row| candle_from_row(&key, row))
+        .collect()
+}
+
+/// Whether parsing `text` straight into typed structs accepts exactly the
+/// frames, with exactly the values, that parsing it into a
+/// [`serde_json::Value`] first and converting that would: a JSON object
+/// with no escapes (lone surrogates), no exponent or overlong number (out
+/// of `f64` range), little nesting (the recursion limit). A typed parse
+/// skips ignored fields without those checks, so any other frame takes the
+/// `Value` path. Conservative: a frame refused here is only slower.
+fn typed_parse_is_exact(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&b'{') {
+        return false;
+    }
+    let (mut opened, mut number_run) = (0usize, 0usize);
+    for &b in bytes {
+        match b {
+            b'\\' => return false,
+            b'{' | b'[' => {
+                opened += 1;
+                if opened > 64 {
+                    return false;
+                }
+            }
+            b'e' | b'E' if number_run > 0 => return false,
+            _ => {}
+        }
+        if b.is_ascii_digit() || b == b'.' {
+            number_run += 1;
+            if number_run > 64 {
+                return false;
+            }
+        } else {
+            number_run = 0;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -303,5 +352,26 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_single_parse_accepts_no_frame_the_value_parse_refuses() {
+        let push = PUSH
+            .replace("\"candle1D\"", "\"candle1m\"")
+            .replace("\"BTC-USDT\"", "\"BTC-USDT-SWAP\"");
+        assert!(matches!(decode_text(&push), Ok(WsMessage::Candles(_))));
+        let ignored = |value: &str| push.replacen('{', &format!(r#"{{"extra":{value},"#), 1);
+        for text in [ignored("1e400"), ignored(r#""\ud800""#)] {
+            assert!(
+                matches!(decode_text(&text), Err(ExchangeError::Decode { .. })),
+                "{text}"
+            );
+        }
+        // An `event` key makes any frame an event.
+        let event = ignored(r#""notice""#).replace("\"extra\"", "\"event\"");
+        assert!(
+            matches!(decode_text(&event), Ok(WsMessage::Notice { .. })),
+            "{event}"
+        );
     }
 }
