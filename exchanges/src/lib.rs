@@ -6,20 +6,20 @@
 //! - [`registry`]: which exchanges this build has an adapter for, which
 //!   intervals each serves, and the factory that makes one from its config;
 //! - [`simulated`]: the deterministic in-process exchange;
-//! - [`binance_futures`]: the protocol code of Binance USDT-M futures (wire
-//!   types, REST and stream encoding and decoding), not yet networked nor
-//!   in the registry.
-//! - [`okx_futures`]: the OKX v5 perpetual swap protocol (wire types, REST
-//!   paging, WebSocket frames), pure code with no networking yet and not
-//!   registered as an adapter.
-//! - [`bybit_futures`]: the Bybit v5 linear protocol code (payloads, REST
-//!   and WebSocket messages, decoding); not registered yet, it has no
-//!   [`MarketSource`] implementation until its networking lands.
+//! - [`binance_futures`], [`bybit_futures`], [`okx_futures`]: the real
+//!   exchanges, each a folder of pure protocol code (`wire` payload types,
+//!   `rest` and `ws` encoding and decoding, unit-tested on the documented
+//!   payloads) and an `adapter` that puts it on the shared networking;
+//! - `net` (private): what the real adapters share: TLS with the system's
+//!   trust roots, one REST budget per exchange, and the live connection
+//!   manager (split, subscribe, keep alive, watch, replace, reconnect).
 //!
 //! This crate depends on `ohlcv-domain` only, so the compiler enforces that
-//! exchange code never imports actor, gateway or storage code. Reconnects,
-//! gap filling, heartbeats and forwarding are the datasource actor's job
-//! (crate `ohlcv-actors`), done the same way for every adapter.
+//! exchange code never imports actor, gateway or storage code. Keeping
+//! connections up is the adapter's (each exchange has its own keep-alive
+//! and limits); history sync, gap filling, integrity checks, heartbeats
+//! and forwarding are the datasource actor's (crate `ohlcv-actors`), done
+//! the same way for every adapter.
 
 pub mod binance_futures;
 pub mod bybit_futures;

@@ -1,10 +1,12 @@
 //! The datasource interface every exchange adapter implements.
 //!
-//! An adapter only speaks its exchange's protocol: list the symbols, return
+//! An adapter speaks its exchange's protocol: list the symbols, return
 //! candles for a time range over REST, and open a live stream of candle
-//! updates. Reconnects, gap filling, heartbeats and forwarding are the
-//! datasource actor's job (`ohlcv_actors::datasource::Datasource`), so every
-//! adapter gets them for free and the same way.
+//! updates that it keeps up itself (keep-alive, reconnects per
+//! connection). History sync, gap filling, integrity checks, heartbeats and
+//! forwarding are the datasource actor's job
+//! (`ohlcv_actors::datasource::Datasource`), so every adapter gets them for
+//! free and the same way.
 
 use std::pin::Pin;
 use std::time::Duration;

@@ -636,23 +636,78 @@ impl Database {
     /// # Errors
     /// [`StorageError::Sqlite`] on a read failure.
     pub fn holes(&self, key: &SeriesKey, limit: usize) -> Result<Vec<Hole>, StorageError> {
+        self.holes_among(key, limit, &[])
+    }
+
+    /// [`Database::holes`] as if the candles opening at `queued` (sorted,
+    /// ascending) were stored too: the storage thread's queue, about to be
+    /// written. They can extend the series at either end and fill holes.
+    ///
+    /// # Errors
+    /// [`StorageError::Sqlite`] on a read failure.
+    pub fn holes_among(
+        &self,
+        key: &SeriesKey,
+        limit: usize,
+        queued: &[i64],
+    ) -> Result<Vec<Hole>, StorageError> {
         const OP: &str = "holes";
         let sql = StorageError::sqlite;
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let Some(series_id) = self.series_id(key)? else {
-            return Ok(Vec::new());
-        };
+        let series_id = self.series_id(key)?;
         let step = key.interval.duration_ms();
-        let known = self.exchange_holes_of(series_id)?;
+        let known = match series_id {
+            Some(id) => self.exchange_holes_of(id)?,
+            None => Vec::new(),
+        };
         let mut known = known.iter().peekable();
-        let mut stmt = self.conn.prepare_cached(HOLES_SQL).map_err(sql(OP))?;
-        let mut rows = stmt.query([series_id]).map_err(sql(OP))?;
+        let mut stmt = match series_id {
+            Some(_) => Some(self.conn.prepare_cached(HOLES_SQL).map_err(sql(OP))?),
+            None => None,
+        };
+        let mut rows = match (stmt.as_mut(), series_id) {
+            (Some(stmt), Some(id)) => Some(stmt.query([id]).map_err(sql(OP))?),
+            _ => None,
+        };
+        let mut next_stored = || -> Result<Option<i64>, StorageError> {
+            let Some(rows) = rows.as_mut() else {
+                return Ok(None);
+            };
+            match rows.next().map_err(sql(OP))? {
+                Some(row) => Ok(Some(row.get(0).map_err(sql(OP))?)),
+                None => Ok(None),
+            }
+        };
+        let mut queued = queued.iter().copied().peekable();
+        let mut stored = next_stored()?;
         let mut out = Vec::new();
         let mut prev: Option<i64> = None;
-        while let Some(row) = rows.next().map_err(sql(OP))? {
-            let open_time: i64 = row.get(0).map_err(sql(OP))?;
+        loop {
+            // The next open time of the two sorted sequences, once each.
+            let open_time = match (stored, queued.peek().copied()) {
+                (None, None) => break,
+                (Some(s), Some(q)) if q < s => {
+                    queued.next();
+                    q
+                }
+                (Some(s), Some(q)) => {
+                    if q == s {
+                        queued.next();
+                    }
+                    stored = next_stored()?;
+                    s
+                }
+                (Some(s), None) => {
+                    stored = next_stored()?;
+                    s
+                }
+                (None, Some(q)) => {
+                    queued.next();
+                    q
+                }
+            };
             let Some(before) = prev.replace(open_time) else {
                 continue;
             };
@@ -1489,6 +1544,28 @@ mod tests {
         let hourly = key(ExchangeId::BinanceFutures, "BTCUSDT", Interval::H1);
         store(&mut db, &hourly, [0, 60, 240]);
         assert_eq!(db.holes(&hourly, 10).expect("1h"), vec![h(120, 180)]);
+    }
+
+    #[test]
+    fn queued_candles_count_as_stored_anywhere_in_the_series() {
+        let (_dir, mut db) = fresh();
+        let k = btc();
+        let minutes = |ms: &[i64]| ms.iter().map(|m| m * 60_000).collect::<Vec<i64>>();
+        // Nothing stored yet: the queue alone has holes.
+        assert_eq!(
+            db.holes_among(&k, 10, &minutes(&[0, 1, 4]))
+                .expect("queue only"),
+            vec![h(2, 3)]
+        );
+        store(&mut db, &k, [5, 6, 9]);
+        // Queued before, inside and after the stored range, and one that
+        // is stored too.
+        assert_eq!(
+            db.holes_among(&k, 10, &minutes(&[0, 3, 6, 8, 12]))
+                .expect("merged"),
+            vec![h(1, 2), h(4, 4), h(7, 7), h(10, 11)]
+        );
+        assert_eq!(db.holes(&k, 10).expect("stored only"), vec![h(7, 8)]);
     }
 
     #[test]

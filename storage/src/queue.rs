@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use ohlcv_domain::{Candle, SeriesKey};
 
-use crate::database::Hole;
 use crate::query::{window, CandleQuery};
 
 /// Latest-wins queue of candles awaiting a batch write, per series in
@@ -154,31 +153,13 @@ impl CandleQueue {
             .map(|(open_time, _)| *open_time)
     }
 
-    /// `holes` of `key` (ranges of missing open times, oldest first) less
-    /// the open times this queue holds: what is neither stored nor about
-    /// to be. A hole the queue fills in part is split around its candles.
-    pub fn unfilled(&self, key: &SeriesKey, holes: Vec<Hole>) -> Vec<Hole> {
-        let Some(candles) = self.series.get(key) else {
-            return holes;
-        };
-        let step = key.interval.duration_ms();
-        let mut out = Vec::with_capacity(holes.len());
-        for hole in holes {
-            let mut from = hole.from;
-            for open_time in candles.range(hole.from..=hole.to).map(|(t, _)| *t) {
-                if open_time > from {
-                    out.push(Hole {
-                        from,
-                        to: open_time - step,
-                    });
-                }
-                from = open_time + step;
-            }
-            if from <= hole.to {
-                out.push(Hole { from, to: hole.to });
-            }
-        }
-        out
+    /// The open times of `key`'s queued candles, ascending (what
+    /// [`crate::Database::holes_among`] counts as present).
+    pub fn open_times(&self, key: &SeriesKey) -> Vec<i64> {
+        self.series
+            .get(key)
+            .map(|candles| candles.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The series with at least one queued candle.
@@ -239,27 +220,6 @@ mod tests {
             volume: 1.0,
             closed: false,
         }
-    }
-
-    #[test]
-    fn holes_the_queue_fills_are_split_around_its_candles() {
-        let mut queue = CandleQueue::new();
-        for minute in [3, 4, 7] {
-            queue.push(candle("BTCUSDT", minute, 1.0));
-        }
-        let hole = |from: i64, to: i64| Hole {
-            from: from * M,
-            to: to * M,
-        };
-        assert_eq!(
-            queue.unfilled(&key("BTCUSDT"), vec![hole(2, 8), hole(10, 11)]),
-            vec![hole(2, 2), hole(5, 6), hole(8, 8), hole(10, 11)]
-        );
-        assert_eq!(queue.unfilled(&key("BTCUSDT"), vec![hole(3, 4)]), vec![]);
-        assert_eq!(
-            queue.unfilled(&key("ETHUSDT"), vec![hole(3, 4)]),
-            vec![hole(3, 4)]
-        );
     }
 
     fn times(candles: &[Candle]) -> Vec<i64> {

@@ -313,11 +313,8 @@ impl Worker {
                 // Queued candles count as present, without writing them
                 // early: `batch_interval` stays the user's.
                 self.drain_channel();
-                let result = self.db.holes(&key, limit).map(|holes| {
-                    let mut holes = lock(&self.queue).unfilled(&key, holes);
-                    holes.truncate(limit);
-                    holes
-                });
+                let queued = lock(&self.queue).open_times(&key);
+                let result = self.db.holes_among(&key, limit, &queued);
                 let _ = reply.send(result);
             }
             Request::RecordExchangeHole {
@@ -428,7 +425,7 @@ impl Worker {
     /// schedule goes on as for any write): answering from the database
     /// alone would count the queued candles as missing. Only a user's
     /// `/completeness` does this; the datasources' hole checks subtract the
-    /// queue instead ([`CandleQueue::unfilled`]), so they never move a
+    /// queue instead ([`Database::holes_among`]), so they never move a
     /// write forward.
     fn write_queue_first(&mut self) -> Result<(), StorageError> {
         self.drain_channel();
