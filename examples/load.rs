@@ -25,6 +25,19 @@
 //! harness runs on the same machine as the collector: its own CPU use is
 //! printed too.
 //!
+//! With `--exchange binance|bybit|okx` it floods the collector over a real
+//! WebSocket instead: it starts a fake of that exchange on loopback
+//! (`ohlcv-fake-exchanges`), points the collector's adapter at it (only
+//! that exchange, BTCUSDT, ETHUSDT and SOLUSDT × `1m`, the symbols the fake
+//! lists), and once the datasource streams asks the fake to push
+//! `--frames` kline frames per connection as fast as the socket takes
+//! them. It measures until the datasource's `updates` have grown by the
+//! frames sent (or `--flood-timeout`), then waits for a batch write, and
+//! prints the frames/s the fake sent and the collector handled, the
+//! collector's CPU-ms per 1000 frames (by thread too), RSS and the storage
+//! writes. No WebSocket client and no `/ohlcv` loop run in this mode: the
+//! path measured is socket → adapter → datasource → SQLite row.
+//!
 //! Everything is loopback and bounded in time: every wait has a deadline,
 //! and the collector is killed if the harness fails midway.
 //!
@@ -32,6 +45,8 @@
 //! cargo build --release
 //! cargo run --release --example load                      # 10 symbols, 1m+5m, 1000/s per series
 //! cargo run --release --example load -- --rate 5000 --stuck-client
+//! cargo run --release --example load -- --exchange binance  # 1,000,000 frames per connection
+//! cargo run --release --example load -- --exchange okx --frames 5000000
 //! cargo run --release --example load -- --help
 //! ```
 
@@ -48,6 +63,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use clap::Parser;
 use ohlcv_actors::metrics::{DatasourceMetrics, GatewayMetrics, StorageMetrics};
+use ohlcv_fake_exchanges::{FakeExchange, FakeOptions, Venue};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tungstenite::stream::MaybeTlsStream;
@@ -108,6 +124,48 @@ const USER_HZ: f64 = 100.0;
 /// Longest measured run, so a typo cannot keep the harness busy for days.
 const MAX_SECONDS: u64 = 3600;
 
+/// Symbols the fake exchanges list: the first ones of [`SYMBOLS`].
+const FAKE_SYMBOLS: usize = 3;
+
+/// `bootstrap_load` in the `--exchange` mode unless given: the fake's REST
+/// history is not what is measured.
+const FAKE_BOOTSTRAP_LOAD: u64 = 10;
+
+/// How often the `--exchange` mode reads the fake's frame counter.
+const FRAME_POLL_PERIOD: Duration = Duration::from_millis(10);
+
+/// How often the `--exchange` mode reads `/status` (heartbeats come every
+/// 3 s; reading more often only narrows when a new one is seen).
+const STATUS_POLL_PERIOD: Duration = Duration::from_millis(250);
+
+/// The exchange whose fake floods the collector in the `--exchange` mode.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum FloodExchange {
+    Binance,
+    Bybit,
+    Okx,
+}
+
+impl FloodExchange {
+    fn venue(self) -> Venue {
+        match self {
+            FloodExchange::Binance => Venue::Binance,
+            FloodExchange::Bybit => Venue::Bybit,
+            FloodExchange::Okx => Venue::Okx,
+        }
+    }
+
+    /// The collector's exchange id: its config key and its datasource's
+    /// name in `/status`.
+    fn id(self) -> &'static str {
+        match self {
+            FloodExchange::Binance => "binance_futures",
+            FloodExchange::Bybit => "bybit_futures",
+            FloodExchange::Okx => "okx_futures",
+        }
+    }
+}
+
 /// Load harness for ohlcv-collector: floods it from the simulated exchange
 /// and prints updates/s, client throughput, CPU, RSS, flushes, `/ohlcv`
 /// latency and shutdown time.
@@ -139,9 +197,26 @@ struct Options {
     batch_interval: u64,
 
     /// `bootstrap_load` of the collector: candles of history loaded per
-    /// series at start.
-    #[arg(long, default_value_t = 1000)]
-    bootstrap_load: u64,
+    /// series at start [default: 1000; 10 with --exchange].
+    #[arg(long)]
+    bootstrap_load: Option<u64>,
+
+    /// Flood the collector from a loopback fake of this exchange over a
+    /// real WebSocket instead of running the simulated exchange (symbols
+    /// capped at the fake's 3, interval `1m`; --rate, --intervals,
+    /// --clients, --stuck-client, --seconds and --ohlcv-pause-ms do not
+    /// apply).
+    #[arg(long, value_enum)]
+    exchange: Option<FloodExchange>,
+
+    /// With --exchange: kline frames the fake pushes to each connection.
+    #[arg(long, default_value_t = 1_000_000)]
+    frames: u64,
+
+    /// With --exchange: longest wait, in seconds, for the collector to
+    /// handle the flood; then the figures so far are printed.
+    #[arg(long, default_value_t = 300)]
+    flood_timeout: u64,
 
     /// WebSocket clients that read and count every message.
     #[arg(long, default_value_t = 2)]
@@ -211,24 +286,45 @@ fn run(options: Options) -> anyhow::Result<()> {
 
     let machine = Machine::observe();
     let dir = tempfile::tempdir().context("temp dir")?;
-    let config = config(&options);
+    // Started before the config is written: the config holds its URLs.
+    let fake = options
+        .exchange
+        .map(|exchange| FakeExchange::start(exchange.venue(), FakeOptions::default()));
+    let config = config(&options, fake.as_ref());
     std::fs::write(
         dir.path().join("config.json"),
         serde_json::to_string_pretty(&config)?,
     )
     .context("writing the config")?;
 
-    eprintln!(
-        "load: starting {} ({} symbols × {:?} at {}/s per series)",
-        binary.display(),
-        options.symbols,
-        options.intervals,
-        options.rate
-    );
+    match (&fake, options.exchange) {
+        (Some(fake), Some(exchange)) => eprintln!(
+            "load: starting {} against the fake {exchange:?} at {} ({} symbols × 1m)",
+            binary.display(),
+            fake.ws_url(),
+            options.symbols.min(FAKE_SYMBOLS)
+        ),
+        _ => eprintln!(
+            "load: starting {} ({} symbols × {:?} at {}/s per series)",
+            binary.display(),
+            options.symbols,
+            options.intervals,
+            options.rate
+        ),
+    }
     let mut collector = Collector::start(&binary, dir.path(), &options)?;
-    let result = measure(&options, &mut collector);
-    let report = match result {
-        Ok(report) => report,
+    let result = match &fake {
+        None => measure(&options, &mut collector).map(|report| {
+            report.print(&options, &machine);
+            report.exit_ok()
+        }),
+        Some(fake) => measure_flood(&options, &mut collector, fake).map(|report| {
+            report.print(&options, &machine);
+            report.exit_ok()
+        }),
+    };
+    let exit_ok = match result {
+        Ok(exit_ok) => exit_ok,
         Err(error) => {
             eprintln!("load: the run failed; last collector log lines:");
             for line in collector.stderr.tail() {
@@ -237,8 +333,7 @@ fn run(options: Options) -> anyhow::Result<()> {
             return Err(error);
         }
     };
-    report.print(&options, &machine);
-    if !report.exit_ok() {
+    if !exit_ok {
         eprintln!("load: last collector log lines:");
         for line in collector.stderr.tail() {
             eprintln!("  {line}");
@@ -259,21 +354,46 @@ fn default_binary() -> anyhow::Result<PathBuf> {
     Ok(release.join(format!("ohlcv-collector{}", std::env::consts::EXE_SUFFIX)))
 }
 
-/// The collector's config for `options`.
-fn config(options: &Options) -> Value {
+/// The collector's config for `options`: the simulated exchange, or only
+/// the exchange `fake` imitates, pointed at it.
+fn config(options: &Options, fake: Option<&FakeExchange>) -> Value {
+    let (exchanges, intervals, bootstrap_load) = match (options.exchange, fake) {
+        (Some(exchange), Some(fake)) => {
+            let mut exchanges = serde_json::Map::new();
+            exchanges.insert(
+                exchange.id().to_string(),
+                json!({
+                    "enabled": true,
+                    "symbols": &SYMBOLS[..options.symbols.min(FAKE_SYMBOLS)],
+                    "rest_url": fake.rest_url(),
+                    "ws_url": fake.ws_url()
+                }),
+            );
+            (
+                Value::Object(exchanges),
+                vec!["1m".to_string()],
+                options.bootstrap_load.unwrap_or(FAKE_BOOTSTRAP_LOAD),
+            )
+        }
+        _ => (
+            json!({
+                "simulated": {
+                    "enabled": true,
+                    "symbols": &SYMBOLS[..options.symbols],
+                    "simulation": { "seed": 42, "updates_per_second": options.rate }
+                }
+            }),
+            options.intervals.clone(),
+            options.bootstrap_load.unwrap_or(1000),
+        ),
+    };
     json!({
-        "exchanges": {
-            "simulated": {
-                "enabled": true,
-                "symbols": &SYMBOLS[..options.symbols],
-                "simulation": { "seed": 42, "updates_per_second": options.rate }
-            }
-        },
-        "intervals": options.intervals,
+        "exchanges": exchanges,
+        "intervals": intervals,
         "database_path": "./data/ohlcv.db",
         "batch_interval": options.batch_interval,
         "max_records": 100000,
-        "bootstrap_load": options.bootstrap_load,
+        "bootstrap_load": bootstrap_load,
         "port": 0
     })
 }
@@ -327,6 +447,8 @@ struct Collector {
     addr: SocketAddr,
     stderr: Arc<LogTail>,
     agent: ureq::Agent,
+    /// The measured datasource's exchange id, its child name in `/status`.
+    datasource: &'static str,
 }
 
 impl Collector {
@@ -368,6 +490,7 @@ impl Collector {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stderr,
             agent,
+            datasource: options.exchange.map_or("simulated", FloodExchange::id),
         };
         let deadline = Instant::now() + Duration::from_secs(options.startup_timeout);
         loop {
@@ -416,10 +539,33 @@ impl Collector {
                 .unwrap_or(Value::Null)
         };
         Ok(Status {
-            simulated: ChildStatus::read(entry("simulated"))?,
+            datasource: ChildStatus::read(entry(self.datasource))?,
             storage: ChildStatus::read(entry("storage"))?,
             gateway: ChildStatus::read(entry("gateway"))?,
         })
+    }
+
+    /// Waits until the datasource reports `streaming`.
+    fn wait_streaming(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status()?;
+            if status
+                .datasource
+                .metrics
+                .as_ref()
+                .is_some_and(|m| m.state == "streaming")
+            {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the datasource was not streaming after {} s: {}",
+                timeout.as_secs(),
+                status.datasource.raw
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Sends SIGTERM and waits for the exit, killing the process after
@@ -492,7 +638,8 @@ impl LogTail {
 
 /// The `/status` entries the harness reads.
 struct Status {
-    simulated: ChildStatus<DatasourceMetrics>,
+    /// The measured datasource (`simulated`, or the flooded exchange).
+    datasource: ChildStatus<DatasourceMetrics>,
     storage: ChildStatus<StorageMetrics>,
     gateway: ChildStatus<GatewayMetrics>,
 }
@@ -587,25 +734,62 @@ fn thread_cpu_times(pid: u32) -> BTreeMap<u32, (String, Duration)> {
     threads
 }
 
+/// CPU time used in the window by one thread name.
+struct ThreadCpu {
+    name: String,
+    /// Threads of that name.
+    count: usize,
+    /// Their CPU together.
+    total: Duration,
+    /// The CPU of the busiest of them: whether one thread is the limit.
+    busiest: Duration,
+}
+
 /// CPU time used in the window, by thread name (threads of one name are
-/// summed; the count is the number of such threads), largest first.
+/// summed: the kernel keeps 15 bytes of a name, so every actix arbiter is
+/// `actix-rt|system`), largest first.
 fn cpu_by_thread_name(
     before: &BTreeMap<u32, (String, Duration)>,
     after: &BTreeMap<u32, (String, Duration)>,
-) -> Vec<(String, usize, Duration)> {
-    let mut by_name: BTreeMap<&str, (usize, Duration)> = BTreeMap::new();
+) -> Vec<ThreadCpu> {
+    let mut by_name: BTreeMap<&str, ThreadCpu> = BTreeMap::new();
     for (tid, (name, cpu)) in after {
         let start = before.get(tid).map_or(Duration::ZERO, |(_, cpu)| *cpu);
-        let entry = by_name.entry(name).or_default();
-        entry.0 += 1;
-        entry.1 += cpu.saturating_sub(start);
+        let used = cpu.saturating_sub(start);
+        let entry = by_name.entry(name).or_insert_with(|| ThreadCpu {
+            name: name.clone(),
+            count: 0,
+            total: Duration::ZERO,
+            busiest: Duration::ZERO,
+        });
+        entry.count += 1;
+        entry.total += used;
+        entry.busiest = entry.busiest.max(used);
     }
-    let mut list: Vec<_> = by_name
-        .into_iter()
-        .map(|(name, (count, cpu))| (name.to_string(), count, cpu))
-        .collect();
-    list.sort_by_key(|entry| std::cmp::Reverse(entry.2));
+    let mut list: Vec<_> = by_name.into_values().collect();
+    list.sort_by_key(|entry| std::cmp::Reverse(entry.total));
     list
+}
+
+/// `name share%` of each thread name that used CPU in `window`, as % of
+/// one core over it, largest first; for several threads of one name, the
+/// busiest one's share too.
+fn thread_shares(threads: &[ThreadCpu], window: Duration) -> String {
+    let share = |cpu: Duration| 100.0 * cpu.as_secs_f64() / window.as_secs_f64();
+    threads
+        .iter()
+        .filter(|t| !t.total.is_zero())
+        .map(|t| match t.count {
+            1 => format!("{} {:.0}%", t.name, share(t.total)),
+            n => format!(
+                "{} (×{n}, busiest {:.0}%) {:.0}%",
+                t.name,
+                share(t.busiest),
+                share(t.total)
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Resident memory of process `pid`, in bytes.
@@ -789,7 +973,7 @@ struct Report {
     cpu_percent: f64,
     harness_cpu_percent: Option<f64>,
     /// CPU in the window by thread name: name, threads, time.
-    threads: Vec<(String, usize, Duration)>,
+    threads: Vec<ThreadCpu>,
     rss_start: u64,
     rss_peak: u64,
     rss_end: u64,
@@ -865,19 +1049,7 @@ impl Report {
             "cpu       collector {:.0}% of one core; harness {harness}",
             self.cpu_percent
         );
-        let threads: Vec<String> = self
-            .threads
-            .iter()
-            .filter(|(_, _, cpu)| !cpu.is_zero())
-            .map(|(name, count, cpu)| {
-                let share = 100.0 * cpu.as_secs_f64() / self.window.as_secs_f64();
-                match count {
-                    1 => format!("{name} {share:.0}%"),
-                    n => format!("{name} (×{n}) {share:.0}%"),
-                }
-            })
-            .collect();
-        println!("threads   {}", threads.join(", "));
+        println!("threads   {}", thread_shares(&self.threads, self.window));
         if let Some(rate) = self.updates_per_s {
             if self.cpu_percent > 0.0 {
                 // The CPU includes serving the /ohlcv loop, which at
@@ -978,25 +1150,7 @@ fn measure(options: &Options, collector: &mut Collector) -> anyhow::Result<Repor
         None
     };
 
-    let deadline = Instant::now() + Duration::from_secs(options.startup_timeout);
-    loop {
-        let status = collector.status()?;
-        if status
-            .simulated
-            .metrics
-            .as_ref()
-            .is_some_and(|m| m.state == "streaming")
-        {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the datasource was not streaming after {} s: {}",
-            options.startup_timeout,
-            status.simulated.raw
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    collector.wait_streaming(Duration::from_secs(options.startup_timeout))?;
     eprintln!("load: streaming; measuring for {} s", options.seconds);
 
     let first = collector.status()?;
@@ -1053,14 +1207,14 @@ fn measure(options: &Options, collector: &mut Collector) -> anyhow::Result<Repor
     let last = collector.status()?;
     let load_after = load_average();
 
-    let updates_per_s = rate(&first.simulated, &last.simulated, |m| m.updates as f64);
+    let updates_per_s = rate(&first.datasource, &last.datasource, |m| m.updates as f64);
     let published_per_s = rate(&first.gateway, &last.gateway, |m| m.published as f64);
     let series = options.symbols as f64 * options.intervals.len() as f64;
     let cpu_percent = 100.0 * (cpu_end - cpu_start).as_secs_f64() / elapsed.as_secs_f64();
     let harness_cpu_percent = harness_cpu_start
         .zip(harness_cpu_end)
         .map(|(a, b)| 100.0 * (b - a).as_secs_f64() / elapsed.as_secs_f64());
-    let storage_pending_end = metric(&last.simulated, |m| m.storage_pending as f64);
+    let storage_pending_end = metric(&last.datasource, |m| m.storage_pending as f64);
 
     eprintln!("load: sending SIGTERM");
     terminating.store(true, Ordering::Relaxed);
@@ -1115,4 +1269,341 @@ fn measure(options: &Options, collector: &mut Collector) -> anyhow::Result<Repor
         log_errors: collector.stderr.errors.load(Ordering::Relaxed),
         load_after,
     })
+}
+
+// ---------------------------------------------------------------------------
+// The flood from a fake exchange (`--exchange`)
+
+/// What the `--exchange` mode measured.
+struct FloodReport {
+    exchange: FloodExchange,
+    connections: usize,
+    symbols: usize,
+    /// Frames the fake was asked for, all connections together.
+    frames_asked: u64,
+    /// Frames the fake pushed from the flood's start until it had pushed
+    /// `frames_asked` (its normal pushes included), and how long that took.
+    sent: u64,
+    sending: Duration,
+    /// `updates` (and `rejected`) the datasource counted since the flood
+    /// started, at the heartbeat that showed them all.
+    updates: u64,
+    rejected: u64,
+    /// The time from the flood's start to the heartbeat that showed every
+    /// frame handled (an upper bound, heartbeats come every 3 s), and to
+    /// the heartbeat before it or the fake's last frame, whichever was
+    /// later (a lower bound: not all were handled then).
+    handled_within: Duration,
+    handled_after: Duration,
+    /// `updates`/s between two heartbeats that both fell inside the flood.
+    steady_per_s: Option<f64>,
+    /// The run ended at `--flood-timeout` before every frame was handled.
+    timed_out: bool,
+    /// Collector CPU from the flood's start to `handled_within`.
+    cpu: Duration,
+    threads: Vec<ThreadCpu>,
+    harness_cpu: Option<Duration>,
+    fake_thread_cpu: Option<Duration>,
+    rss_start: u64,
+    rss_peak: u64,
+    rss_end: u64,
+    rows_written: f64,
+    flushes: f64,
+    failed_flushes: f64,
+    last_flush_ms: f64,
+    storage_queued: f64,
+    storage_pending: f64,
+    db_size_bytes: f64,
+    reconnects: u64,
+    shutdown: Duration,
+    exit: Option<ExitStatus>,
+    log_warnings: u64,
+    log_errors: u64,
+    load_after: String,
+}
+
+impl FloodReport {
+    fn exit_ok(&self) -> bool {
+        self.exit.is_some_and(|status| status.success())
+    }
+
+    fn print(&self, options: &Options, machine: &Machine) {
+        let per_s = |n: u64, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!();
+        println!(
+            "machine   {} cores ({}), load avg before {} / after {}",
+            machine.cores, machine.model, machine.load_before, self.load_after
+        );
+        println!(
+            "run       fake {:?} over ws://127.0.0.1, {} symbols × 1m, {} connection(s) × {} frames, \
+             batch {} ms",
+            self.exchange, self.symbols, self.connections, options.frames, options.batch_interval
+        );
+        println!(
+            "fake      {} frames sent in {:.2} s: {:.0} frames/s ({} asked for)",
+            self.sent,
+            self.sending.as_secs_f64(),
+            per_s(self.sent, self.sending),
+            self.frames_asked
+        );
+        println!(
+            "collector {} updates ({} rejected) within {:.2} s, after more than {:.2} s: \
+             {:.0} to {:.0} frames/s end to end{}{}",
+            self.updates,
+            self.rejected,
+            self.handled_within.as_secs_f64(),
+            self.handled_after.as_secs_f64(),
+            per_s(self.updates, self.handled_within),
+            per_s(self.updates, self.handled_after),
+            self.steady_per_s.map_or_else(String::new, |r| format!(
+                ", {r:.0}/s between heartbeats inside the flood"
+            )),
+            if self.timed_out {
+                "; TIMED OUT before every frame was handled"
+            } else {
+                ""
+            }
+        );
+        let per_1000 = |cpu: Duration| ms(cpu) * 1000.0 / (self.updates.max(1) as f64);
+        let opt_ms =
+            |cpu: Option<Duration>| cpu.map_or_else(|| "?".into(), |c| format!("{:.0}", ms(c)));
+        println!(
+            "cpu       collector {:.0} ms = {:.2} CPU-ms per 1000 frames ({:.0}% of one core over {:.2} s); \
+             harness {} ms, of which the fake's thread {} ms",
+            ms(self.cpu),
+            per_1000(self.cpu),
+            100.0 * self.cpu.as_secs_f64() / self.handled_within.as_secs_f64().max(1e-9),
+            self.handled_within.as_secs_f64(),
+            opt_ms(self.harness_cpu),
+            opt_ms(self.fake_thread_cpu)
+        );
+        println!(
+            "threads   {}",
+            thread_shares(&self.threads, self.handled_within)
+        );
+        let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
+        println!(
+            "rss       start {:.1} MiB, peak {:.1} MiB, end {:.1} MiB",
+            mib(self.rss_start as f64),
+            mib(self.rss_peak as f64),
+            mib(self.rss_end as f64)
+        );
+        println!(
+            "storage   {} rows written in {} flushes since the flood started ({} failed), \
+             last {:.1} ms, {} queued and {} waiting in the datasource at the end, db {:.1} MiB",
+            self.rows_written,
+            self.flushes,
+            self.failed_flushes,
+            self.last_flush_ms,
+            self.storage_queued,
+            self.storage_pending,
+            mib(self.db_size_bytes)
+        );
+        let exit = match self.exit {
+            Some(status) => status.to_string(),
+            None => "did not exit, killed".into(),
+        };
+        println!(
+            "shutdown  {:.0} ms after SIGTERM, {exit}; {} reconnects; log: {} warnings, {} errors",
+            ms(self.shutdown),
+            self.reconnects,
+            self.log_warnings,
+            self.log_errors
+        );
+    }
+}
+
+/// CPU time of the harness's threads named `name`.
+fn own_thread_cpu(name: &str) -> Option<Duration> {
+    let threads = thread_cpu_times(std::process::id());
+    let mut found = threads.values().filter(|(n, _)| n == name).peekable();
+    found.peek()?;
+    Some(found.map(|(_, cpu)| *cpu).sum())
+}
+
+fn measure_flood(
+    options: &Options,
+    collector: &mut Collector,
+    fake: &FakeExchange,
+) -> anyhow::Result<FloodReport> {
+    let exchange = options.exchange.context("no --exchange")?;
+    let pid = collector.pid();
+    let fake_thread = format!("fake-{:?}", exchange.venue()).to_lowercase();
+    collector.wait_streaming(Duration::from_secs(options.startup_timeout))?;
+    let connections = fake
+        .connections()
+        .iter()
+        .filter(|c| c.closed_at.is_none() && !c.subscriptions.is_empty())
+        .count();
+    ensure!(
+        connections > 0,
+        "the datasource streams but no connection to the fake has a subscription"
+    );
+    let frames_asked = options.frames * connections as u64;
+    eprintln!(
+        "load: streaming over {connections} connection(s); flooding {} frames each",
+        options.frames
+    );
+
+    let first = collector.status()?;
+    let count = |s: &Status| {
+        let m = s.datasource.metrics.as_ref();
+        (
+            m.map_or(0, |m| m.updates),
+            m.map_or(0, |m| m.rejected),
+            m.map_or(0, |m| m.common.timestamp),
+        )
+    };
+    let (updates0, rejected0, _) = count(&first);
+    let cpu_start = cpu_time(pid).context("reading /proc/<pid>/stat")?;
+    let threads_start = thread_cpu_times(pid);
+    let harness_cpu_start = cpu_time(std::process::id());
+    let fake_cpu_start = own_thread_cpu(&fake_thread);
+    let rss_start = rss_bytes(pid).unwrap_or(0);
+    let (mut rss_peak, mut rss_end) = (rss_start, rss_start);
+    let sent0 = fake.frames_sent();
+    let started = Instant::now();
+    let started_ms = ohlcv_domain::time::now_ms();
+    fake.flood(options.frames);
+
+    let deadline = started + Duration::from_secs(options.flood_timeout);
+    let since_start = |at_ms: i64| Duration::from_millis((at_ms - started_ms).max(0) as u64);
+    // When the fake had pushed every frame asked, and its count then.
+    let mut sent_done: Option<(Duration, u64)> = None;
+    // Heartbeats seen since the flood started: (ms after it, updates).
+    let mut beats: Vec<(Duration, u64)> = Vec::new();
+    let mut last_beat_ms = count(&first).2;
+    let mut next_status = started;
+    let (mut timed_out, mut cpu_end) = (false, cpu_start);
+    let mut threads_end;
+    let (handled, handled_within, handled_after) = loop {
+        std::thread::sleep(FRAME_POLL_PERIOD);
+        let sent = fake.frames_sent() - sent0;
+        if sent_done.is_none() && sent >= frames_asked {
+            sent_done = Some((started.elapsed(), sent));
+        }
+        if Instant::now() < next_status {
+            continue;
+        }
+        next_status += STATUS_POLL_PERIOD;
+        if let Some(rss) = rss_bytes(pid) {
+            rss_peak = rss_peak.max(rss);
+            rss_end = rss;
+        }
+        if collector.child.try_wait()?.is_some() {
+            bail!("the collector exited during the flood");
+        }
+        let status = collector.status()?;
+        let (updates, rejected, beat_ms) = count(&status);
+        let handled = (updates - updates0) + (rejected - rejected0);
+        if beat_ms > last_beat_ms {
+            last_beat_ms = beat_ms;
+            beats.push((since_start(beat_ms), updates - updates0));
+            cpu_end = cpu_time(pid).unwrap_or(cpu_end);
+            threads_end = thread_cpu_times(pid);
+            if let Some((sent_at, sent)) = sent_done {
+                if handled >= sent {
+                    let before = beats
+                        .iter()
+                        .rev()
+                        .nth(1)
+                        .map_or(Duration::ZERO, |(at, _)| *at);
+                    break (status, since_start(beat_ms), before.max(sent_at));
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            timed_out = true;
+            let at = started.elapsed();
+            cpu_end = cpu_time(pid).unwrap_or(cpu_end);
+            threads_end = thread_cpu_times(pid);
+            break (status, at, sent_done.map_or(at, |(sent_at, _)| sent_at));
+        }
+    };
+    let harness_cpu = harness_cpu_start
+        .zip(cpu_time(std::process::id()))
+        .map(|(a, b)| b - a);
+    let fake_thread_cpu = fake_cpu_start
+        .zip(own_thread_cpu(&fake_thread))
+        .map(|(a, b)| b - a);
+    let (sending, sent) = sent_done.unwrap_or((started.elapsed(), fake.frames_sent() - sent0));
+    // Rate between two heartbeats that both fell inside the flood: the
+    // first after the start and the last before every frame was handled.
+    let total = count(&handled).0 - updates0;
+    let inside: Vec<&(Duration, u64)> = beats.iter().filter(|(_, u)| *u < total).collect();
+    let steady_per_s = match (inside.first(), inside.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => Some((b.1 - a.1) as f64 / (b.0 - a.0).as_secs_f64()),
+        _ => None,
+    };
+
+    // A batch write after the flood, so the rows are on disk, not only
+    // queued: socket to SQLite row.
+    let flushes = |s: &Status| metric(&s.storage, |m| m.stats.flushes as f64);
+    let mut last = handled;
+    let flushed_by =
+        Instant::now() + Duration::from_millis(options.batch_interval) * 2 + Duration::from_secs(7);
+    while flushes(&last) <= flushes(&first)
+        || last
+            .storage
+            .metrics
+            .as_ref()
+            .is_some_and(|m| m.common.timestamp <= started_ms + handled_within.as_millis() as i64)
+    {
+        if Instant::now() > flushed_by {
+            break;
+        }
+        std::thread::sleep(STATUS_POLL_PERIOD);
+        last = collector.status()?;
+    }
+    let load_after = load_average();
+
+    eprintln!("load: sending SIGTERM");
+    let (exit, shutdown) = collector.terminate(Duration::from_secs(options.shutdown_timeout))?;
+    let storage = |figure: fn(&StorageMetrics) -> f64| metric(&last.storage, figure);
+    let storage0 = |figure: fn(&StorageMetrics) -> f64| metric(&first.storage, figure);
+    Ok(FloodReport {
+        exchange,
+        connections,
+        symbols: options.symbols.min(FAKE_SYMBOLS),
+        frames_asked,
+        sent,
+        sending,
+        updates: total,
+        rejected: count(&last).1 - rejected0,
+        handled_within,
+        handled_after,
+        steady_per_s,
+        timed_out,
+        cpu: cpu_end - cpu_start,
+        threads: cpu_by_thread_name(&threads_start, &threads_end),
+        harness_cpu,
+        fake_thread_cpu,
+        rss_start,
+        rss_peak,
+        rss_end,
+        rows_written: storage(|m| m.stats.rows_written as f64)
+            - storage0(|m| m.stats.rows_written as f64),
+        flushes: storage(|m| m.stats.flushes as f64) - storage0(|m| m.stats.flushes as f64),
+        failed_flushes: storage(|m| m.stats.failed_flushes as f64)
+            - storage0(|m| m.stats.failed_flushes as f64),
+        last_flush_ms: storage(|m| m.stats.last_flush_ms),
+        storage_queued: storage(|m| m.stats.queued as f64),
+        storage_pending: metric(&last.datasource, |m| m.storage_pending as f64),
+        db_size_bytes: storage(|m| m.stats.db_size_bytes as f64),
+        reconnects: count_reconnects(&last) - count_reconnects(&first),
+        shutdown,
+        exit,
+        log_warnings: collector.stderr.warnings.load(Ordering::Relaxed),
+        log_errors: collector.stderr.errors.load(Ordering::Relaxed),
+        load_after,
+    })
+}
+
+fn count_reconnects(status: &Status) -> u64 {
+    status
+        .datasource
+        .metrics
+        .as_ref()
+        .map_or(0, |m| m.reconnects)
 }
