@@ -97,7 +97,13 @@ pub fn stream_symbol(symbol: &Symbol) -> String {
 /// [`ExchangeError::Decode`] naming `field` when the text is not a symbol we
 /// can store (Binance lists a few with non-ASCII names).
 pub fn symbol_from_wire(text: &str, field: &str) -> Result<Symbol, ExchangeError> {
-    Symbol::new(&text.to_ascii_uppercase()).map_err(|e| decode_error(format!("{field}: {e}"), text))
+    // Binance sends upper case: copy only for the rare lower-case name.
+    let upper = if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        std::borrow::Cow::Owned(text.to_ascii_uppercase())
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    Symbol::new(&upper).map_err(|e| decode_error(format!("{field}: {e}"), text))
 }
 
 /// An [`ExchangeError::Decode`] with `reason` and the start of `raw`

@@ -166,12 +166,18 @@ pub enum Frame {
 /// # Errors
 /// [`ExchangeError::Decode`] naming the field (`k.s`, `k.i`, `k.o`, …) that
 /// we cannot use.
-pub fn candle_from_event(event: &KlineEvent, raw: &str) -> Result<Candle, ExchangeError> {
+pub fn candle_from_event<S: AsRef<str>>(
+    event: &KlineEvent<S>,
+    raw: &str,
+) -> Result<Candle, ExchangeError> {
     let k = &event.kline;
-    let symbol = symbol_from_wire(&k.symbol, "k.s")?;
-    let interval = interval_from_name(&k.interval).ok_or_else(|| {
+    let symbol = symbol_from_wire(k.symbol.as_ref(), "k.s")?;
+    let interval = interval_from_name(k.interval.as_ref()).ok_or_else(|| {
         decode_error(
-            format!("k.i {:?} is not an interval we collect", k.interval),
+            format!(
+                "k.i {:?} is not an interval we collect",
+                k.interval.as_ref()
+            ),
             raw,
         )
     })?;
@@ -184,11 +190,11 @@ pub fn candle_from_event(event: &KlineEvent, raw: &str) -> Result<Candle, Exchan
     Ok(Candle {
         key: SeriesKey::new(EXCHANGE, symbol, interval),
         open_time: k.start_time,
-        open: field("k.o", &k.open)?,
-        high: field("k.h", &k.high)?,
-        low: field("k.l", &k.low)?,
-        close: field("k.c", &k.close)?,
-        volume: field("k.v", &k.volume)?,
+        open: field("k.o", k.open.as_ref())?,
+        high: field("k.h", k.high.as_ref())?,
+        low: field("k.l", k.low.as_ref())?,
+        close: field("k.c", k.close.as_ref())?,
+        volume: field("k.v", k.volume.as_ref())?,
         closed: k.closed,
     })
 }
@@ -205,7 +211,7 @@ pub fn decode_frame(text: &str) -> Result<Frame, ExchangeError> {
     // typed form. Anything else, or anything this parse refuses, goes the
     // general way below, which gives the errors.
     if !text.contains('[') && typed_parse_is_exact(text) {
-        if let Ok(combined) = serde_json::from_str::<Combined<KlineEvent>>(text) {
+        if let Ok(combined) = serde_json::from_str::<Combined<KlineEvent<&str>, &str>>(text) {
             if combined.data.event_type == "kline" {
                 return candle_from_event(&combined.data, text).map(Frame::Candle);
             }

@@ -157,44 +157,50 @@ pub struct Instrument {
 /// <https://bybit-exchange.github.io/docs/v5/websocket/public/kline>:
 /// "Push frequency: 1-60s"; "If confirm=true, this means that the candle
 /// has closed."
+///
+/// The text fields are `S`: owned `String`s by default, or `&str` slices of
+/// the frame on the live hot path (frames without escapes), which saves the
+/// allocations.
 #[derive(Debug, Clone, Deserialize)]
-pub struct KlinePush {
+#[serde(bound(deserialize = "S: Deserialize<'de>"))]
+pub struct KlinePush<S = String> {
     /// `kline.{interval}.{symbol}`.
-    pub topic: String,
+    pub topic: S,
     /// Data type: `snapshot`.
     #[serde(rename = "type", default)]
-    pub kind: Option<String>,
+    pub kind: Option<S>,
     /// When the system generated the data, UTC ms.
     #[serde(default)]
     pub ts: Option<i64>,
     /// The candle updates.
-    pub data: Vec<WsKline>,
+    pub data: Vec<WsKline<S>>,
 }
 
 /// One candle of a [`KlinePush`]: times are numbers, prices strings.
 ///
 /// See [`KlinePush`] for the raw example and link.
 #[derive(Debug, Clone, Deserialize)]
-pub struct WsKline {
+#[serde(bound(deserialize = "S: Deserialize<'de>"))]
+pub struct WsKline<S = String> {
     /// Start (open) time, UTC ms.
     pub start: i64,
     /// End time, UTC ms: `start + interval - 1` in the example.
     pub end: i64,
     /// Bybit's interval name (`5`).
-    pub interval: String,
+    pub interval: S,
     /// Open price.
-    pub open: String,
+    pub open: S,
     /// Close (last) price.
-    pub close: String,
+    pub close: S,
     /// Highest price.
-    pub high: String,
+    pub high: S,
     /// Lowest price.
-    pub low: String,
+    pub low: S,
     /// Trade volume (base coin for USDT contracts).
-    pub volume: String,
+    pub volume: S,
     /// Turnover (quote coin); unused.
     #[serde(default)]
-    pub turnover: Option<String>,
+    pub turnover: Option<S>,
     /// Whether the candle has closed.
     pub confirm: bool,
     /// Time of the last matched order in the candle, UTC ms.

@@ -183,7 +183,7 @@ pub fn decode_frame(text: &str) -> Result<WsEvent, ExchangeError> {
     // anything this parse refuses, goes the general way below, which gives
     // the errors.
     if typed_parse_is_exact(text) {
-        if let Ok(push) = serde_json::from_str::<KlinePush>(text) {
+        if let Ok(push) = serde_json::from_str::<KlinePush<&str>>(text) {
             if push.topic.starts_with("kline.") {
                 return decode_push(&push, text).map(WsEvent::Candles);
             }
@@ -271,12 +271,15 @@ fn typed<T: serde::de::DeserializeOwned>(
 }
 
 /// The candles of a kline push, through the one conversion.
-fn decode_push(push: &KlinePush, text: &str) -> Result<Vec<Candle>, ExchangeError> {
-    let (interval, symbol) = parse_topic(&push.topic).ok_or_else(|| {
+fn decode_push<S: AsRef<str>>(
+    push: &KlinePush<S>,
+    text: &str,
+) -> Result<Vec<Candle>, ExchangeError> {
+    let (interval, symbol) = parse_topic(push.topic.as_ref()).ok_or_else(|| {
         decode_error(
             format!(
                 "topic: {:?} is not kline.{{interval}}.{{symbol}}",
-                push.topic
+                push.topic.as_ref()
             ),
             text,
         )
@@ -288,22 +291,22 @@ fn decode_push(push: &KlinePush, text: &str) -> Result<Vec<Candle>, ExchangeErro
         .enumerate()
         .map(|(i, k)| {
             let at = format!("data[{i}]");
-            if k.interval != name {
+            if k.interval.as_ref() != name {
                 return Err(decode_error(
                     format!(
                         "{at}.interval: {:?} differs from the topic's {name:?}",
-                        k.interval
+                        k.interval.as_ref()
                     ),
                     text,
                 ));
             }
             let wire = WireCandle {
                 start: k.start,
-                open: &k.open,
-                high: &k.high,
-                low: &k.low,
-                close: &k.close,
-                volume: &k.volume,
+                open: k.open.as_ref(),
+                high: k.high.as_ref(),
+                low: k.low.as_ref(),
+                close: k.close.as_ref(),
+                volume: k.volume.as_ref(),
             };
             to_candle(&key, wire, k.confirm, &at)
         })

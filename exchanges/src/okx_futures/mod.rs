@@ -157,7 +157,10 @@ pub fn series_key(channel: &str, inst_id: &str) -> Result<SeriesKey, ExchangeErr
 /// # Errors
 /// [`ExchangeError::Decode`] naming the missing or malformed field; never
 /// panics on any input.
-pub fn candle_from_row(key: &SeriesKey, row: &[String]) -> Result<Candle, ExchangeError> {
+pub fn candle_from_row<S: AsRef<str> + std::fmt::Debug>(
+    key: &SeriesKey,
+    row: &[S],
+) -> Result<Candle, ExchangeError> {
     let raw = || format!("{row:?}");
     if row.len() < wire::ROW_FIELDS.len() {
         return Err(decode_error(
@@ -172,20 +175,28 @@ pub fn candle_from_row(key: &SeriesKey, row: &[String]) -> Result<Candle, Exchan
     }
     let number = |i: usize| -> Result<f64, ExchangeError> {
         row[i]
+            .as_ref()
             .parse::<f64>()
             .ok()
             .filter(|v| v.is_finite())
             .ok_or_else(|| {
                 decode_error(
-                    format!("{} is {:?}, not a number", wire::ROW_FIELDS[i], row[i]),
+                    format!(
+                        "{} is {:?}, not a number",
+                        wire::ROW_FIELDS[i],
+                        row[i].as_ref()
+                    ),
                     &raw(),
                 )
             })
     };
-    let open_time = row[0]
-        .parse::<i64>()
-        .map_err(|_| decode_error(format!("ts is {:?}, not Unix milliseconds", row[0]), &raw()))?;
-    let closed = match row[8].as_str() {
+    let open_time = row[0].as_ref().parse::<i64>().map_err(|_| {
+        decode_error(
+            format!("ts is {:?}, not Unix milliseconds", row[0].as_ref()),
+            &raw(),
+        )
+    })?;
+    let closed = match row[8].as_ref() {
         "1" => true,
         "0" => false,
         other => {
@@ -341,7 +352,7 @@ mod tests {
         }
         let err = candle_from_row(&key(), &row(&good[..8])).unwrap_err();
         assert!(err.to_string().contains("8 fields"), "{err}");
-        assert!(candle_from_row(&key(), &[]).is_err());
+        assert!(candle_from_row::<String>(&key(), &[]).is_err());
     }
 
     #[test]

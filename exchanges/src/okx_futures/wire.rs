@@ -171,10 +171,14 @@ pub struct WsEvent {
 ///  "data":[["1597026383085","8533.02","8553.74","8527.17","8548.26","45247","529.5858061","5529.5858061","0"]]}
 /// ```
 /// <https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-candlesticks-channel>
+///
+/// The row fields are `S`: owned `String`s by default, or `&str` slices of
+/// the frame on the live hot path (frames without escapes).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct CandlePush {
+#[serde(bound(deserialize = "S: Deserialize<'de>"))]
+pub struct CandlePush<S = String> {
     /// Which channel and instrument the rows belong to.
     pub arg: ChannelArg,
     /// The rows, in [`ROW_FIELDS`] order.
-    pub data: Vec<CandleRow>,
+    pub data: Vec<Vec<S>>,
 }

@@ -139,7 +139,7 @@ pub fn decode_text(text: &str) -> Result<WsMessage, ExchangeError> {
     // this parse refuses, goes the general way below, which gives the
     // errors.
     if !text.contains("\"event\"") && typed_parse_is_exact(text) {
-        if let Ok(push) = serde_json::from_str::<CandlePush>(text) {
+        if let Ok(push) = serde_json::from_str::<CandlePush<&str>>(text) {
             return candles_of_push(&push).map(WsMessage::Candles);
         }
     }
@@ -166,7 +166,9 @@ pub fn decode_text(text: &str) -> Result<WsMessage, ExchangeError> {
 }
 
 /// The candles of a candle push, through the one conversion.
-fn candles_of_push(push: &CandlePush) -> Result<Vec<Candle>, ExchangeError> {
+fn candles_of_push<S: AsRef<str> + std::fmt::Debug>(
+    push: &CandlePush<S>,
+) -> Result<Vec<Candle>, ExchangeError> {
     let key = series_key(&push.arg.channel, &push.arg.inst_id)?;
     push.data
         .iter()
