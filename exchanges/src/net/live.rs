@@ -272,8 +272,15 @@ impl Connection {
         let mut last_frame = Instant::now();
         let mut last_ping = Instant::now();
         let mut handover: Option<(oneshot::Receiver<()>, Instant)> = None;
-        let mut sending = true;
+        let mut sending = outbox.len() > 0;
         loop {
+            // Subscribed: every request sent and acknowledged. A replacement
+            // tells the connection it replaces, which may then close.
+            if waiting.is_empty() && !sending {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+            }
             // The next moment something is due: a subscribe message, a
             // ping, the silence limit, an acknowledgement's deadline.
             let ping_base = if keepalive.when_idle {
@@ -317,11 +324,6 @@ impl Connection {
                                 }
                                 Ok(_) => {}
                                 Err(()) => return SessionEnd::HandedOver,
-                            }
-                            if waiting.is_empty() && !sending {
-                                if let Some(ready) = ready.take() {
-                                    let _ = ready.send(());
-                                }
                             }
                         }
                         Message::Binary(bytes) => {
@@ -558,6 +560,7 @@ fn jitter(base: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::SinkExt;
     use ohlcv_domain::{ExchangeId, Interval, Symbol};
 
     fn key(symbol: &str) -> SeriesKey {
@@ -613,6 +616,168 @@ mod tests {
         assert_eq!(merged.requests.len(), 3);
         assert_eq!(merged.keys.len(), 3);
         assert_eq!(merge(Vec::new()), None);
+    }
+
+    /// One connection per series, at `ws://{addr}/{symbol}`; every text
+    /// frame is alive traffic. `max_age` as given.
+    struct OnePerSeries {
+        addr: std::net::SocketAddr,
+        max_age: Option<Duration>,
+    }
+
+    impl LiveProtocol for OnePerSeries {
+        fn plan(&self, keys: &[SeriesKey]) -> Result<Vec<ConnectionPlan>, ExchangeError> {
+            Ok(keys
+                .iter()
+                .map(|k| ConnectionPlan {
+                    url: format!("ws://{}/{}", self.addr, k.symbol),
+                    keys: vec![k.clone()],
+                    requests: Vec::new(),
+                })
+                .collect())
+        }
+        fn keepalive(&self) -> KeepAlive {
+            KeepAlive {
+                ping: None,
+                every: Duration::from_secs(30),
+                when_idle: true,
+                dead_after: Duration::from_secs(60),
+            }
+        }
+        fn message_spacing(&self) -> Duration {
+            Duration::from_millis(10)
+        }
+        fn max_age(&self) -> Option<Duration> {
+            self.max_age
+        }
+        fn decode(&self, _: &str) -> Result<Decoded, ExchangeError> {
+            Ok(Decoded::Other)
+        }
+    }
+
+    /// What a loopback server saw: (path, opened, closed) per connection.
+    type Seen = Arc<std::sync::Mutex<Vec<(String, Instant, Option<Instant>)>>>;
+
+    /// A WebSocket server that greets every connection with a text frame,
+    /// closes the first connection to `/DROPUSDT` at once, and records
+    /// every connection.
+    // The handshake callback's error type is tungstenite's, not ours.
+    #[allow(clippy::result_large_err)]
+    async fn server() -> (std::net::SocketAddr, Seen) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Seen = Arc::default();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let path = Arc::new(std::sync::Mutex::new(String::new()));
+                    let take = path.clone();
+                    let callback = move |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                                         response| {
+                        *take.lock().unwrap() = request.uri().path().to_owned();
+                        Ok(response)
+                    };
+                    let mut ws = tokio_tungstenite::accept_hdr_async(tcp, callback)
+                        .await
+                        .unwrap();
+                    let path = path.lock().unwrap().clone();
+                    let index = {
+                        let mut seen = record.lock().unwrap();
+                        seen.push((path.clone(), Instant::now(), None));
+                        seen.len() - 1
+                    };
+                    let first_drop = path == "/DROPUSDT"
+                        && record
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .filter(|s| s.0 == path)
+                            .count()
+                            == 1;
+                    if !first_drop {
+                        let _ = ws.send(Message::text("hello")).await;
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
+                    record.lock().unwrap()[index].2 = Some(Instant::now());
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn simulated_key(symbol: &str) -> SeriesKey {
+        SeriesKey::new(
+            ExchangeId::Simulated,
+            Symbol::new(symbol).unwrap(),
+            Interval::M1,
+        )
+    }
+
+    /// Waits (at most 20 s) until `check` holds.
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_connection_is_reopened_alone_and_reported_for_its_series_only() {
+        let (addr, seen) = server().await;
+        let protocol = Arc::new(OnePerSeries {
+            addr,
+            max_age: None,
+        });
+        let keys = [simulated_key("KEEPUSDT"), simulated_key("DROPUSDT")];
+        let mut stream = open(protocol, &keys).unwrap();
+        let reconnecting = loop {
+            match stream.next().await.unwrap().unwrap() {
+                LiveEvent::Reconnecting { series, .. } => break series,
+                _ => continue,
+            }
+        };
+        assert_eq!(reconnecting, vec![simulated_key("DROPUSDT")]);
+        until("the dropped connection to come back", || {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.0 == "/DROPUSDT")
+                .count()
+                == 2
+        })
+        .await;
+        let seen = seen.lock().unwrap().clone();
+        let kept: Vec<_> = seen.iter().filter(|s| s.0 == "/KEEPUSDT").collect();
+        assert_eq!(
+            kept.len(),
+            1,
+            "the other connection was left alone: {seen:?}"
+        );
+        assert!(kept[0].2.is_none(), "and is still open: {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn an_old_connection_is_replaced_before_it_closes() {
+        let (addr, seen) = server().await;
+        let protocol = Arc::new(OnePerSeries {
+            addr,
+            max_age: Some(Duration::from_millis(300)),
+        });
+        let _stream = open(protocol, &[simulated_key("KEEPUSDT")]).unwrap();
+        until("a replaced connection", || {
+            seen.lock().unwrap().first().is_some_and(|s| s.2.is_some())
+        })
+        .await;
+        let seen = seen.lock().unwrap().clone();
+        let (first, second) = (&seen[0], &seen[1]);
+        assert!(
+            second.1 < first.2.unwrap(),
+            "the replacement opened before the old one closed: {seen:?}"
+        );
     }
 
     #[test]
