@@ -173,10 +173,11 @@ pub(crate) fn open(
         let delay = CONNECT_STAGGER * i as u32;
         tokio::spawn(connection.run_until_dropped(delay, None));
     }
-    Ok(Box::pin(tokio_stream_of(receiver)))
+    Ok(Box::pin(receiver_stream(receiver)))
 }
 
-fn tokio_stream_of(
+/// The receiving end of the connections' events as a [`CandleStream`].
+fn receiver_stream(
     mut receiver: mpsc::Receiver<Result<LiveEvent, ExchangeError>>,
 ) -> impl futures_util::Stream<Item = Result<LiveEvent, ExchangeError>> + Send {
     futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
@@ -368,7 +369,7 @@ impl Connection {
                                 if let Err(error) = sink.send(Message::text(request.text.clone())).await {
                                     return SessionEnd::Failed(format!("subscribe not sent: {error}"));
                                 }
-                                waiting.push(Pending { request, acks_left: 0, sent: Instant::now() }.counting());
+                                waiting.push(Pending::sent(request));
                                 next_send = Instant::now() + spacing;
                             }
                             None => sending = false,
@@ -480,9 +481,13 @@ struct Pending {
 }
 
 impl Pending {
-    fn counting(mut self) -> Self {
-        self.acks_left = self.request.acks.max(1);
-        self
+    /// `request`, sent now, waiting for every answer it gets.
+    fn sent(request: Subscribe) -> Self {
+        Pending {
+            acks_left: request.acks.max(1),
+            request,
+            sent: Instant::now(),
+        }
     }
 }
 
@@ -572,17 +577,12 @@ mod tests {
     }
 
     fn pending(id: Option<&str>, acks: usize) -> Pending {
-        Pending {
-            request: Subscribe {
-                id: id.map(str::to_owned),
-                text: String::new(),
-                keys: vec![key("BTCUSDT")],
-                acks,
-            },
-            acks_left: 0,
-            sent: Instant::now(),
-        }
-        .counting()
+        Pending::sent(Subscribe {
+            id: id.map(str::to_owned),
+            text: String::new(),
+            keys: vec![key("BTCUSDT")],
+            acks,
+        })
     }
 
     #[test]
