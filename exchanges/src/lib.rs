@@ -23,6 +23,7 @@
 
 pub mod binance_futures;
 pub mod bybit_futures;
+mod fast_json;
 pub(crate) mod net;
 pub mod okx_futures;
 pub mod registry;

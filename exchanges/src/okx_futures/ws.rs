@@ -13,6 +13,7 @@ use ohlcv_domain::{Candle, Interval, SeriesKey};
 
 use super::wire::{CandlePush, ChannelArg, SubscribeRequest, WsEvent};
 use super::{bar, candle_from_row, decode_error, inst_id, series_key};
+use crate::fast_json::typed_parse_is_exact;
 use crate::source::ExchangeError;
 
 /// The text frame to send when the connection has been quiet.
@@ -174,43 +175,6 @@ fn candles_of_push<S: AsRef<str> + std::fmt::Debug>(
         .iter()
         .map(|row| candle_from_row(&key, row))
         .collect()
-}
-
-/// Whether parsing `text` straight into typed structs accepts exactly the
-/// frames, with exactly the values, that parsing it into a
-/// [`serde_json::Value`] first and converting that would: a JSON object
-/// with no escapes (lone surrogates), no exponent or overlong number (out
-/// of `f64` range), little nesting (the recursion limit). A typed parse
-/// skips ignored fields without those checks, so any other frame takes the
-/// `Value` path. Conservative: a frame refused here is only slower.
-fn typed_parse_is_exact(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    if bytes.first() != Some(&b'{') {
-        return false;
-    }
-    let (mut opened, mut number_run) = (0usize, 0usize);
-    for &b in bytes {
-        match b {
-            b'\\' => return false,
-            b'{' | b'[' => {
-                opened += 1;
-                if opened > 64 {
-                    return false;
-                }
-            }
-            b'e' | b'E' if number_run > 0 => return false,
-            _ => {}
-        }
-        if b.is_ascii_digit() || b == b'.' {
-            number_run += 1;
-            if number_run > 64 {
-                return false;
-            }
-        } else {
-            number_run = 0;
-        }
-    }
-    true
 }
 
 #[cfg(test)]
