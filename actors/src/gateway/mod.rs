@@ -5,9 +5,12 @@
 //! - [`Gateway`] is the supervised actor around it: it drives the server,
 //!   reports an unexpected end of the server as an early stop, sends
 //!   heartbeats, and stops the server gracefully on [`StopGateway`];
-//! - [`broadcast`] fans server messages out to every client, [`logs`]
-//!   forwards the process's log lines, [`protocol`] defines the messages,
-//!   [`errors`] the HTTP error shape.
+//! - [`broadcast`] fans server messages out to the clients whose
+//!   [`topics`] match, into each client's bounded [`outbox`], encoded once
+//!   per [`encoding`] ([`shared`]); [`requests`] serves the HTTP API's
+//!   methods over the WebSocket; [`logs`] forwards the process's log
+//!   lines, [`protocol`] defines the messages, [`errors`] the HTTP error
+//!   shape.
 //!
 //! The server itself runs on its own actix-web worker threads; the actor
 //! only owns its lifetime, on an arbiter of its own (so that the monitor
@@ -16,10 +19,15 @@
 //! installs no signal handlers.
 
 pub mod broadcast;
+pub mod encoding;
 pub mod errors;
 pub mod http;
 pub mod logs;
+pub mod outbox;
 pub mod protocol;
+pub mod requests;
+pub mod shared;
+pub mod topics;
 pub mod ws;
 
 #[cfg(test)]
