@@ -23,7 +23,9 @@ use ohlcv_actors::datasource::{
 };
 use ohlcv_actors::gateway::broadcast::Broadcaster;
 use ohlcv_actors::gateway::logs::LogHistory;
-use ohlcv_actors::gateway::{serve_listener, FreezeGateway, Gateway, GatewayDeps, StopGateway};
+use ohlcv_actors::gateway::{
+    serve_listener, FreezeGateway, Gateway, GatewayDeps, GatewaySettings, StopGateway,
+};
 use ohlcv_actors::lifecycle::{
     process_threads, ChildExited, ChildId, ExitReason, HeartbeatSink, LifeGuard,
 };
@@ -377,6 +379,9 @@ impl Supervisor {
                     storage: self.storage_handle(),
                     broadcaster: self.broadcaster.clone(),
                     logs: self.logs.clone(),
+                    // Each incarnation takes the gateway keys of the config
+                    // that runs when it starts.
+                    settings: Arc::new(GatewaySettings::from_config(self.config())),
                 };
                 // Every incarnation serves the socket bound at start.
                 let server = serve_listener(deps, &self.listener, GATEWAY_WORKERS)

@@ -7,7 +7,8 @@
 //!   heartbeats, and stops the server gracefully on [`StopGateway`];
 //! - [`broadcast`] fans server messages out to every client, [`logs`]
 //!   forwards the process's log lines, [`protocol`] defines the messages,
-//!   [`errors`] the HTTP error shape.
+//!   [`errors`] the HTTP error shape, [`security`] the checks in front of
+//!   every route (Host, Origin, CORS, form bodies, rate limit).
 //!
 //! The server itself runs on its own actix-web worker threads; the actor
 //! only owns its lifetime, on an arbiter of its own (so that the monitor
@@ -20,6 +21,7 @@ pub mod errors;
 pub mod http;
 pub mod logs;
 pub mod protocol;
+pub mod security;
 pub mod ws;
 
 #[cfg(test)]
@@ -35,6 +37,8 @@ use tokio::sync::watch;
 
 use self::broadcast::Broadcaster;
 use self::logs::LogHistory;
+pub use self::security::GatewaySettings;
+use self::security::Security;
 use self::ws::SessionClosing;
 use crate::control::Control;
 use crate::lifecycle::{
@@ -62,6 +66,9 @@ pub struct GatewayDeps {
     pub broadcaster: Broadcaster,
     /// Recent log lines, sent to each client on connect.
     pub logs: LogHistory,
+    /// Who may call the gateway and how often, from the config that ran
+    /// when the gateway started: a change applies at its next start.
+    pub settings: Arc<GatewaySettings>,
 }
 
 /// A bound HTTP server, not yet started, with what its [`Gateway`] needs
@@ -111,10 +118,13 @@ pub fn serve_listener(
     let (close_sessions, closing) = watch::channel(false);
     let closing = SessionClosing(closing);
     let bound = listener.local_addr()?;
+    // One for all workers, so the rate limit is per client, not per worker.
+    let security = Arc::new(Security::new(&deps.settings));
     let server = HttpServer::new(move || {
         let deps = deps.clone();
         let closing = closing.clone();
-        App::new().configure(move |cfg| http::configure(cfg, deps, closing))
+        let security = security.clone();
+        App::new().configure(move |cfg| http::configure(cfg, deps, closing, security))
     })
     .disable_signals()
     .workers(workers.max(1))

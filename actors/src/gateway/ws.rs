@@ -85,9 +85,15 @@ pub const MAX_COMMANDS_IN_FLIGHT: usize = 4;
 const WS_TOKEN_HINT: &str =
     "connect with the header `Authorization: Bearer <api_token>` or to `/ws?token=<api_token>`";
 
-/// The token a client presented when it connected, kept for the session's
-/// `reload` commands. `None` if it presented none.
-type Credential = Option<Arc<[u8]>>;
+/// Who the client is, kept for the session's mutating commands (`reload`):
+/// the token it presented when it connected (`None` if none) and the
+/// address it connects from (without an `api_token`, only loopback peers
+/// may change things).
+#[derive(Clone)]
+struct Credential {
+    token: Option<Arc<[u8]>>,
+    peer: Option<std::net::IpAddr>,
+}
 
 /// The query string of `/ws`; other parameters are ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -111,11 +117,15 @@ pub(crate) async fn upgrade(
     let params = web::Query::<WsParams>::from_query(req.query_string())
         .map_err(|error| ApiError::bad_request("bad_request", format!("query string: {error}")))?;
     // The header wins over the query; an empty value counts as none.
-    let credential: Credential = bearer_token(req.headers())
+    let token = bearer_token(req.headers())
         .map(<[u8]>::to_vec)
         .or_else(|| params.into_inner().token.map(String::into_bytes))
         .filter(|token| !token.is_empty())
         .map(Arc::from);
+    let credential = Credential {
+        token,
+        peer: req.peer_addr().map(|addr| addr.ip()),
+    };
     let (response, session, stream) = actix_ws::handle(&req, body).map_err(|error| {
         ApiError::new(
             error.error_response().status(),
@@ -433,7 +443,8 @@ async fn run_command(deps: GatewayDeps, credential: Credential, command: Command
 async fn reload(deps: &GatewayDeps, credential: &Credential) -> Result<Value, ApiError> {
     authorize(
         deps,
-        credential.as_deref(),
+        credential.token.as_deref(),
+        credential.peer,
         "the reload command",
         WS_TOKEN_HINT,
     )
