@@ -201,6 +201,9 @@ pub struct Supervisor {
     listener: TcpListener,
     gateway_addr: SocketAddr,
     token: TokenCell,
+    /// What the running gateway was started with, to tell which gateway
+    /// keys of a new config wait for its next start.
+    gateway_settings: GatewaySettings,
     next_generation: u64,
     started: Instant,
     shutting_down: bool,
@@ -219,6 +222,7 @@ impl Supervisor {
             token: TokenCell::new(setup.config.api_token.clone()),
             store: setup.store,
             startup: StartupSettings::of(&setup.config),
+            gateway_settings: GatewaySettings::from_config(&setup.config),
             config: setup.config,
             storage: StorageChannels::new(RescueFile::for_database(&database_path)),
             database_path,
@@ -383,6 +387,7 @@ impl Supervisor {
                     // that runs when it starts.
                     settings: Arc::new(GatewaySettings::from_config(self.config())),
                 };
+                self.gateway_settings = GatewaySettings::from_config(self.config());
                 // Every incarnation serves the socket bound at start.
                 let server = serve_listener(deps, &self.listener, GATEWAY_WORKERS)
                     .map_err(|e| format!("cannot serve {}: {e}", self.gateway_addr))?;
@@ -657,7 +662,14 @@ impl Supervisor {
         self.token.set(new.api_token.clone());
         let mut report = ApplyReport {
             // Compared with what runs, not with the last saved file.
-            pending_restart: self.startup.pending_in(&new),
+            pending_restart: {
+                let mut pending = self.startup.pending_in(&new);
+                pending.extend(
+                    self.gateway_settings
+                        .changed_keys(&GatewaySettings::from_config(&new)),
+                );
+                pending
+            },
             ..ApplyReport::default()
         };
         let storage = self.storage_handle();

@@ -94,6 +94,28 @@ impl GatewaySettings {
     }
 }
 
+impl GatewaySettings {
+    /// The config keys whose values differ between `self` (what a gateway
+    /// runs with) and `other`: what a config change leaves pending until
+    /// the gateway's next start, for `applied.pending_restart`.
+    pub fn changed_keys(&self, other: &GatewaySettings) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.allowed_origins != other.allowed_origins {
+            keys.push("allowed_origins");
+        }
+        if self.allowed_hosts != other.allowed_hosts {
+            keys.push("allowed_hosts");
+        }
+        if self.rate_limit != other.rate_limit {
+            keys.push("rate_limit");
+        }
+        if self.max_clients != other.max_clients {
+            keys.push("max_clients");
+        }
+        keys
+    }
+}
+
 impl Default for GatewaySettings {
     /// The settings of a config that names none of the keys: no other
     /// origin, no other host name, the default limits.

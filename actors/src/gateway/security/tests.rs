@@ -508,4 +508,16 @@ fn settings_come_from_the_config() {
         GatewaySettings::from_config(&defaults),
         GatewaySettings::default()
     );
+    assert_eq!(
+        GatewaySettings::default().changed_keys(&GatewaySettings::from_config(&config)),
+        [
+            "allowed_origins",
+            "allowed_hosts",
+            "rate_limit",
+            "max_clients"
+        ]
+    );
+    assert!(GatewaySettings::default()
+        .changed_keys(&GatewaySettings::default())
+        .is_empty());
 }
