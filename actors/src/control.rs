@@ -107,7 +107,8 @@ pub struct ApplyReport {
     /// Datasources restarted or reloaded with new symbols or intervals.
     pub reloaded: Vec<ExchangeId>,
     /// Keys whose new value takes effect at the next process start
-    /// (`port`, `bind`, `database_path`).
+    /// (`port`, `bind`, `database_path`) or at the gateway's next start
+    /// (`allowed_origins`, `allowed_hosts`, `rate_limit`, `max_clients`).
     pub pending_restart: Vec<&'static str>,
 }
 

@@ -27,12 +27,20 @@
 //! requires `Authorization: Bearer <api_token>`, checked before the body
 //! is even read: none gets 401 `unauthorized`, a wrong one 403
 //! `forbidden`. Reads and `/health` stay open. The token is never shown:
-//! `GET /config` answers [`API_TOKEN_MASK`] in its place.
+//! `GET /config` answers [`API_TOKEN_MASK`] in its place. Without an
+//! `api_token`, the mutating routes are accepted only from loopback peers
+//! (see `authorize`).
+//!
+//! Every route sits behind the [`security`](super::security) middleware
+//! (Host, Origin, CORS, form bodies, rate limit), and `POST /config` may not
+//! change the simulated exchange's faults (400 `faults_not_settable`).
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::{from_fn, Next};
@@ -45,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::errors::{json_config, path_config, query_config, ApiError};
+use super::security::{guard, is_local, Security};
 use super::ws::{self, SessionClosing};
 use super::GatewayDeps;
 use crate::control::ControlError;
@@ -84,13 +93,30 @@ const HTTP_TOKEN_HINT: &str = "send the header `Authorization: Bearer <api_token
 /// Shared state of every route.
 type Deps = web::Data<GatewayDeps>;
 
-/// Registers every route, the extractor error handlers and the JSON 404.
-pub(crate) fn configure(cfg: &mut web::ServiceConfig, deps: GatewayDeps, closing: SessionClosing) {
+/// Registers every route, the extractor error handlers and the JSON 404,
+/// all behind the [`security`](super::security) middleware.
+pub(crate) fn configure(
+    cfg: &mut web::ServiceConfig,
+    deps: GatewayDeps,
+    closing: SessionClosing,
+    security: Arc<Security>,
+) {
     cfg.app_data(web::Data::new(deps))
         .app_data(web::Data::new(closing))
         .app_data(json_config())
         .app_data(path_config())
         .app_data(query_config())
+        .service(
+            routes().wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
+                guard(security.clone(), req, next)
+            })),
+        );
+}
+
+/// Every route, in one scope so that one middleware covers them all (the
+/// 404 included).
+fn routes() -> actix_web::Scope {
+    web::scope("")
         .service(resource("/health", &["GET"]).route(web::get().to(health)))
         .service(resource("/status", &["GET"]).route(web::get().to(status)))
         .service(
@@ -121,7 +147,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, deps: GatewayDeps, closing
         .service(resource("/databaseSymbols", &["GET"]).route(web::get().to(database_symbols)))
         .service(resource("/completeness", &["GET"]).route(web::get().to(completeness)))
         .service(resource("/ws", &["GET"]).route(web::get().to(ws::upgrade)))
-        .default_service(web::to(not_found));
+        .default_service(web::to(not_found))
 }
 
 /// A route whose other methods get a JSON 405 with an `Allow` header
@@ -154,7 +180,15 @@ async fn require_token(
     let checked = match req.app_data::<Deps>() {
         Some(deps) => {
             let what = format!("{} {}", req.method(), req.path());
-            authorize(deps, bearer_token(req.headers()), &what, HTTP_TOKEN_HINT).await
+            let peer = req.peer_addr().map(|addr| addr.ip());
+            authorize(
+                deps,
+                bearer_token(req.headers()),
+                peer,
+                &what,
+                HTTP_TOKEN_HINT,
+            )
+            .await
         }
         // `configure` always registers the deps; refuse rather than open.
         None => Err(ApiError::unavailable("the gateway is not configured")),
@@ -179,22 +213,36 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
     Some(&rest[start..])
 }
 
-/// Lets `what` (`POST /config`, the `reload` command) through if the
-/// running config has no `api_token` or `presented` is that token.
+/// Lets `what` (`POST /config`, the `reload` command) through if
+/// `presented` is the running config's `api_token`, or if the config has
+/// none and the request comes from `peer` on the machine itself (a
+/// loopback address): without a token, whoever reaches the port must not
+/// be able to change what is collected or delete the data. `peer` is the
+/// TCP peer's address, `None` when unknown (which counts as remote).
 ///
 /// # Errors
 /// 401 `unauthorized` (with `hint`: how to present it) when a token is set
-/// and none was presented, 403 `forbidden` when the presented one is wrong,
-/// 503 `unavailable` when the token cannot be known: the check fails
-/// closed.
+/// and none was presented, 403 `forbidden` when the presented one is wrong
+/// or when no token is set and `peer` is not loopback, 503 `unavailable`
+/// when the token cannot be known: the check fails closed.
 pub(crate) async fn authorize(
     deps: &GatewayDeps,
     presented: Option<&[u8]>,
+    peer: Option<IpAddr>,
     what: &str,
     hint: &str,
 ) -> Result<(), ApiError> {
     let Some(token) = ask(deps.control.api_token()).await? else {
-        return Ok(());
+        if is_local(peer) {
+            return Ok(());
+        }
+        let from = peer.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
+        tracing::warn!(what, peer = %from, "refused: no api_token, and the peer is remote");
+        return Err(ApiError::forbidden(format!(
+            "{what} from {from} refused: without an api_token, changes are accepted only \
+             from this machine (loopback); set api_token in the config file to allow remote \
+             control"
+        )));
     };
     match presented {
         None => Err(ApiError::unauthorized(format!(
@@ -298,11 +346,45 @@ pub(crate) async fn set_config_value(
     }
     let mut config = Config::from_value(body)
         .map_err(|error| ApiError::bad_request("invalid_config", error.to_string()))?;
+    let running = ask(deps.control.config()).await?;
+    check_faults_unchanged(&running, &config)?;
     if keep_token {
         config.api_token = ask(deps.control.api_token()).await?;
     }
     let applied = ask(deps.control.replace_config(config.clone())).await?;
     Ok(json!({"config": masked_config(&config), "applied": applied}))
+}
+
+/// Refuses a config whose simulated faults differ from the running ones.
+/// Faults crash, block or silence datasources on purpose: a test switches
+/// them on by editing the config file (and `POST /restart`), never through
+/// the API, where a page or a client with the token could turn a
+/// collector's own datasource into a fault generator.
+///
+/// # Errors
+/// 400 `faults_not_settable`, naming the key.
+fn check_faults_unchanged(running: &Config, new: &Config) -> Result<(), ApiError> {
+    let faults = |config: &Config, exchange: ExchangeId| {
+        config
+            .exchanges
+            .get(&exchange)
+            .and_then(|e| e.simulation.as_ref())
+            .map(|s| s.faults.clone())
+            .unwrap_or_default()
+    };
+    match ExchangeId::ALL
+        .into_iter()
+        .find(|id| faults(running, *id) != faults(new, *id))
+    {
+        None => Ok(()),
+        Some(exchange) => Err(ApiError::bad_request(
+            "faults_not_settable",
+            format!(
+                "exchanges.{exchange}.simulation.faults: faults cannot be changed through the \
+                 API; they are set in the config file (then POST /restart re-reads it)"
+            ),
+        )),
+    }
 }
 
 async fn exchanges(deps: Deps) -> Result<HttpResponse, ApiError> {
@@ -797,4 +879,4 @@ fn parse_toggle(body: &Value) -> Result<(ExchangeId, Option<bool>), ApiError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

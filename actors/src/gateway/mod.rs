@@ -10,7 +10,8 @@
 //!   per [`encoding`] ([`shared`]); [`requests`] serves the HTTP API's
 //!   methods over the WebSocket; [`logs`] forwards the process's log
 //!   lines, [`protocol`] defines the messages, [`errors`] the HTTP error
-//!   shape.
+//!   shape, [`security`] the checks in front of every route (Host, Origin,
+//!   CORS, form bodies, rate limit).
 //!
 //! The server itself runs on its own actix-web worker threads; the actor
 //! only owns its lifetime, on an arbiter of its own (so that the monitor
@@ -26,6 +27,7 @@ pub mod logs;
 pub mod outbox;
 pub mod protocol;
 pub mod requests;
+pub mod security;
 pub mod shared;
 pub mod topics;
 pub mod ws;
@@ -43,6 +45,8 @@ use tokio::sync::watch;
 
 use self::broadcast::Broadcaster;
 use self::logs::LogHistory;
+pub use self::security::GatewaySettings;
+use self::security::Security;
 use self::ws::SessionClosing;
 use crate::control::Control;
 use crate::lifecycle::{
@@ -70,6 +74,9 @@ pub struct GatewayDeps {
     pub broadcaster: Broadcaster,
     /// Recent log lines, sent to each client on connect.
     pub logs: LogHistory,
+    /// Who may call the gateway and how often, from the config that ran
+    /// when the gateway started: a change applies at its next start.
+    pub settings: Arc<GatewaySettings>,
 }
 
 /// A bound HTTP server, not yet started, with what its [`Gateway`] needs
@@ -119,11 +126,15 @@ pub fn serve_listener(
     let (close_sessions, closing) = watch::channel(false);
     let closing = SessionClosing(closing);
     let bound = listener.local_addr()?;
+    // One for all workers, so the rate limit is per client, not per worker.
+    let security = Arc::new(Security::new(&deps.settings));
     let server = HttpServer::new(move || {
         let deps = deps.clone();
         let closing = closing.clone();
-        App::new().configure(move |cfg| http::configure(cfg, deps, closing))
+        let security = security.clone();
+        App::new().configure(move |cfg| http::configure(cfg, deps, closing, security))
     })
+    .on_connect(limit_send_buffer)
     .disable_signals()
     .workers(workers.max(1))
     .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
@@ -133,6 +144,24 @@ pub fn serve_listener(
         addr: bound,
         close_sessions,
     })
+}
+
+/// Kernel send buffer of one client connection. Linux grows a socket's
+/// send buffer up to `net.ipv4.tcp_wmem`'s maximum (4 MiB by default) when
+/// the peer does not read, so a thousand stuck WebSocket clients could pin
+/// gigabytes of kernel memory; capped, a stuck client's sends block after
+/// this much and its session ends at [`ws::SEND_TIMEOUT`]. 256 KiB still
+/// fills a 20 Mbit/s link at 100 ms round trip.
+pub const CLIENT_SEND_BUFFER: usize = 256 * 1024;
+
+/// Caps each accepted connection's send buffer at [`CLIENT_SEND_BUFFER`].
+fn limit_send_buffer(connection: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Err(error) = socket2::SockRef::from(stream).set_send_buffer_size(CLIENT_SEND_BUFFER)
+        {
+            tracing::debug!(%error, "send buffer not limited");
+        }
+    }
 }
 
 /// The supervised actor around the HTTP server.

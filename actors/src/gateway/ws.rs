@@ -105,13 +105,17 @@ pub const MAX_COMMANDS_IN_FLIGHT: usize = 4;
 /// (coalesced per candle in the outbox) leaves together.
 pub const CANDLE_BATCH_INTERVAL: Duration = Duration::from_millis(16);
 
-/// WebSocket clients served at once, until the config's `max_clients`
-/// reaches the gateway.
-pub const MAX_CLIENTS: usize = 256;
-
-/// The token a client presented when it connected, kept for the session's
-/// `reload` commands. `None` if it presented none.
-type Credential = Option<Arc<[u8]>>;
+/// Who the client is, kept for the session's mutating commands (`reload`):
+/// the token it presented when it connected (`None` if none) and the
+/// address it connects from (without an `api_token`, only loopback peers
+/// may change things).
+#[derive(Clone)]
+pub(crate) struct Credential {
+    /// The token presented.
+    pub(crate) token: Option<Arc<[u8]>>,
+    /// The peer's address.
+    pub(crate) peer: Option<std::net::IpAddr>,
+}
 
 /// The query string of `/ws`; other parameters are ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -139,14 +143,18 @@ pub(crate) async fn upgrade(
         .into_inner();
     let (encoding, protocol) = Encoding::negotiate(params.format.as_deref(), req.headers())?;
     // The header wins over the query; an empty value counts as none.
-    let credential: Credential = bearer_token(req.headers())
+    let token = bearer_token(req.headers())
         .map(<[u8]>::to_vec)
         .or_else(|| params.token.map(String::into_bytes))
         .filter(|token| !token.is_empty())
         .map(Arc::from);
+    let credential = Credential {
+        token,
+        peer: req.peer_addr().map(|addr| addr.ip()),
+    };
     let client = deps
         .broadcaster
-        .register(encoding, MAX_CLIENTS)
+        .register(encoding, deps.settings.max_clients as usize)
         .map_err(|full| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -484,7 +492,7 @@ impl Connection {
         let (deps, credential, encoding) =
             (self.deps.clone(), self.credential.clone(), self.encoding);
         self.replies.push_back(Box::pin(async move {
-            let outcome = requests::call(&deps, credential.as_deref(), method, params).await;
+            let outcome = requests::call(&deps, &credential, method, params).await;
             reply_frames(encoding, &id, outcome)
         }));
     }
@@ -591,7 +599,8 @@ async fn run_command(deps: GatewayDeps, credential: Credential, command: Command
 async fn reload(deps: &GatewayDeps, credential: &Credential) -> Result<Value, ApiError> {
     authorize(
         deps,
-        credential.as_deref(),
+        credential.token.as_deref(),
+        credential.peer,
         "the reload command",
         WS_TOKEN_HINT,
     )

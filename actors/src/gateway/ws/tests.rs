@@ -706,3 +706,33 @@ async fn a_messagepack_client_gets_the_same_messages_in_binary_frames_and_long_a
         .await
         .unwrap();
 }
+
+#[actix_web::test]
+async fn clients_beyond_max_clients_are_answered_503_until_one_leaves() {
+    let mut h = harness();
+    h.deps.settings = std::sync::Arc::new(crate::gateway::security::GatewaySettings {
+        max_clients: 1,
+        ..Default::default()
+    });
+    let (gateway, addr) = start_gateway(&h);
+    let first = connect(addr).await;
+    let refused = awc::Client::new()
+        .ws(format!("ws://{addr}/ws"))
+        .connect()
+        .await;
+    match refused {
+        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
+            assert_eq!(status.as_u16(), 503)
+        }
+        other => panic!("expected a 503, got {:?}", other.map(|(r, _)| r.status())),
+    }
+    drop(first);
+    eventually("the first client to leave", || {
+        (h.deps.broadcaster.clients() == 0).then_some(())
+    })
+    .await;
+    let _second = connect(addr).await;
+    within("the gateway to stop", gateway.send(StopGateway))
+        .await
+        .unwrap();
+}
