@@ -103,6 +103,7 @@ pub(crate) fn configure(
 ) {
     cfg.app_data(web::Data::new(deps))
         .app_data(web::Data::new(closing))
+        .app_data(web::Data::from(security.clone()))
         .app_data(json_config())
         .app_data(path_config())
         .app_data(query_config())

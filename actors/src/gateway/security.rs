@@ -159,6 +159,23 @@ impl Security {
         }
     }
 
+    /// Takes one request of `peer` from its rate limit: the WebSocket's
+    /// requests and commands count against the same per-address budget as
+    /// HTTP requests, so a page cannot get around the limit by asking over
+    /// an open socket.
+    ///
+    /// # Errors
+    /// 429 `rate_limited` with the seconds to wait, when the budget is
+    /// spent.
+    pub(crate) fn admit(&self, peer: Option<IpAddr>) -> Result<(), ApiError> {
+        match (&self.limiter, peer) {
+            (Some(limiter), Some(ip)) => limiter
+                .take(ip, Instant::now())
+                .map_err(ApiError::rate_limited),
+            _ => Ok(()),
+        }
+    }
+
     /// What to do with `req`.
     fn judge(&self, req: &ServiceRequest, now: Instant) -> Verdict {
         if let (Some(limiter), Some(peer)) = (&self.limiter, req.peer_addr()) {

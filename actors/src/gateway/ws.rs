@@ -23,7 +23,9 @@
 //! - a send that fails, or that the client does not take within
 //!   [`SEND_TIMEOUT`], ends the session and nothing else;
 //! - commands and requests run concurrently with the sending (at most
-//!   [`MAX_COMMANDS_IN_FLIGHT`] at once), and answer in the order asked.
+//!   [`MAX_COMMANDS_IN_FLIGHT`] at once), count against the client
+//!   address's rate limit like HTTP requests, and answer in the order
+//!   asked.
 //!
 //! The server pings every [`PING_INTERVAL`] and closes a client it has not
 //! heard from for [`CLIENT_TIMEOUT`]. A gateway that stops sends every
@@ -67,6 +69,7 @@ use super::http::{authorize, bearer_token, restart_value, series_value, status_v
 use super::outbox::Queued;
 use super::protocol::{ClientMessage, Command, CommandResult, ErrorBody, Reply, ServerMessage};
 use super::requests::{self, error_reply, reply_frames, Method, WS_TOKEN_HINT};
+use super::security::Security;
 use super::shared::candle_batch;
 use super::topics::Topic;
 use super::GatewayDeps;
@@ -137,6 +140,7 @@ pub(crate) async fn upgrade(
     body: web::Payload,
     deps: web::Data<GatewayDeps>,
     closing: web::Data<SessionClosing>,
+    security: web::Data<Security>,
 ) -> Result<HttpResponse, ApiError> {
     let params = web::Query::<WsParams>::from_query(req.query_string())
         .map_err(|error| ApiError::bad_request("bad_request", format!("query string: {error}")))?
@@ -182,9 +186,19 @@ pub(crate) async fn upgrade(
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let deps = deps.get_ref().clone();
     let closing = closing.0.clone();
+    let security = security.into_inner();
     actix_web::rt::spawn(async move {
         tracing::debug!(%peer, ?encoding, "websocket client connected");
-        let end = run(deps, credential, client, session.clone(), stream, closing).await;
+        let me = Connection {
+            deps,
+            credential,
+            security,
+            encoding: client.outbox().encoding(),
+            client,
+            subscribed: false,
+            replies: FuturesOrdered::new(),
+        };
+        let end = me.run(session.clone(), stream, closing).await;
         tracing::debug!(%peer, reason = end.describe(), "websocket client left");
         if let Some(reason) = end.close_reason() {
             // The client may be gone or stuck already; nothing more to do
@@ -260,29 +274,6 @@ impl End {
     }
 }
 
-/// Runs a session; returns why it ended.
-async fn run(
-    deps: GatewayDeps,
-    credential: Credential,
-    client: Client,
-    session: Session,
-    stream: AggregatedMessageStream,
-    closing: watch::Receiver<bool>,
-) -> End {
-    let mut me = Connection {
-        deps,
-        credential,
-        encoding: client.outbox().encoding(),
-        client,
-        subscribed: false,
-        replies: FuturesOrdered::new(),
-    };
-    match me.serve(session, stream, closing).await {
-        Ok(never) => match never {},
-        Err(end) => end,
-    }
-}
-
 /// Answers still being computed, in the order asked.
 type Replies = FuturesOrdered<LocalBoxFuture<'static, Vec<Frame>>>;
 
@@ -290,6 +281,8 @@ type Replies = FuturesOrdered<LocalBoxFuture<'static, Vec<Frame>>>;
 struct Connection {
     deps: GatewayDeps,
     credential: Credential,
+    /// The rate limit the client's requests count against.
+    security: Arc<Security>,
     encoding: Encoding,
     client: Client,
     /// Whether the client ever subscribed or unsubscribed: it then gets
@@ -299,6 +292,19 @@ struct Connection {
 }
 
 impl Connection {
+    /// Runs the session; returns why it ended.
+    async fn run(
+        mut self,
+        session: Session,
+        stream: AggregatedMessageStream,
+        closing: watch::Receiver<bool>,
+    ) -> End {
+        match self.serve(session, stream, closing).await {
+            Ok(never) => match never {},
+            Err(end) => end,
+        }
+    }
+
     /// The session loop; it only ever ends with an [`End`].
     async fn serve(
         &mut self,
@@ -489,6 +495,9 @@ impl Connection {
         if self.replies.len() >= MAX_COMMANDS_IN_FLIGHT {
             return self.queue(&error_reply(&id, &busy()));
         }
+        if let Err(refused) = self.security.admit(self.credential.peer) {
+            return self.queue(&error_reply(&id, &refused));
+        }
         let (deps, credential, encoding) =
             (self.deps.clone(), self.credential.clone(), self.encoding);
         self.replies.push_back(Box::pin(async move {
@@ -515,6 +524,9 @@ impl Connection {
         };
         if self.replies.len() >= MAX_COMMANDS_IN_FLIGHT {
             return self.queue(&failed(name.trim().to_owned(), &busy()));
+        }
+        if let Err(refused) = self.security.admit(self.credential.peer) {
+            return self.queue(&failed(name.trim().to_owned(), &refused));
         }
         let (deps, credential, encoding) =
             (self.deps.clone(), self.credential.clone(), self.encoding);

@@ -736,3 +736,38 @@ async fn clients_beyond_max_clients_are_answered_503_until_one_leaves() {
         .await
         .unwrap();
 }
+
+#[actix_web::test]
+async fn requests_over_the_websocket_count_against_the_address_rate_limit() {
+    let mut h = harness();
+    h.deps.settings = std::sync::Arc::new(crate::gateway::security::GatewaySettings {
+        rate_limit: 1, // bursts of 2: the upgrade and one request
+        ..Default::default()
+    });
+    let (gateway, addr) = start_gateway(&h);
+    let mut client = connect(addr).await;
+    for id in 1..=3 {
+        send_json(
+            &mut client,
+            json!({"type":"request","id":id,"method":"status"}),
+        )
+        .await;
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    while answers.len() < 3 {
+        let answer = next_non_log(&mut client).await;
+        answers.insert(answer["id"].as_i64().unwrap(), answer);
+    }
+    assert_eq!(answers[&1]["type"], "response", "{}", answers[&1]);
+    for id in [2, 3] {
+        assert_eq!(
+            answers[&id]["error"]["code"], "rate_limited",
+            "{}",
+            answers[&id]
+        );
+        assert_eq!(answers[&id]["error"]["status"], 429);
+    }
+    within("the gateway to stop", gateway.send(StopGateway))
+        .await
+        .unwrap();
+}
