@@ -14,13 +14,12 @@
 //! candle of every `candle` or `candles` frame it gets, parsing nothing but
 //! the `v` fields.
 //!
-//! One gateway serves at most [`MAX_CLIENTS`] WebSocket clients (the
-//! config's `max_clients` does not reach it yet), so a run with more
-//! clients starts as many gateways as needed, each with its own
-//! [`Broadcaster`] and `--workers` HTTP workers, and splits the clients
-//! evenly; the publisher publishes each update to every broadcaster, which
-//! encodes it once per broadcaster instead of once. The report says how
-//! many gateways served a run.
+//! One gateway serves up to [`MAX_CLIENTS`] WebSocket clients (its
+//! `max_clients` setting), so a run with more clients starts as many
+//! gateways as needed, each with its own [`Broadcaster`] and `--workers`
+//! HTTP workers, and splits the clients evenly; the publisher publishes
+//! each update to every broadcaster, which encodes it once per broadcaster
+//! instead of once. The report says how many gateways served a run.
 //!
 //! Per run (clients × format) it prints updates published/s, candle
 //! messages and frames delivered/s, latency p50/p99/max, the CPU of the
@@ -59,7 +58,7 @@ use ohlcv_actors::control::{ApplyReport, Control, ControlError, StatusReport};
 use ohlcv_actors::gateway::broadcast::Broadcaster;
 use ohlcv_actors::gateway::logs::LogHistory;
 use ohlcv_actors::gateway::protocol::{CandleMessage, ServerMessage};
-use ohlcv_actors::gateway::ws::MAX_CLIENTS;
+use ohlcv_actors::gateway::security::GatewaySettings;
 use ohlcv_actors::gateway::{serve_listener, Gateway, GatewayDeps, StopGateway};
 use ohlcv_actors::lifecycle::{
     stat_cpu_seconds_named, ChildExited, ChildId, HeartbeatSink, LifeGuard,
@@ -81,6 +80,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client waits for a frame before looking at the run's phase
 /// again: how late it notices the end of a run when nothing arrives.
 const CLIENT_POLL: Duration = Duration::from_millis(200);
+
+/// Clients one gateway serves (its `max_clients`): the largest run's.
+const MAX_CLIENTS: usize = 1000;
 
 /// How long the client threads and the gateways may take to stop once told.
 const STOP_DEADLINE: Duration = Duration::from_secs(15);
@@ -896,6 +898,13 @@ impl Gateways {
                             storage: channels.handle(),
                             broadcaster: broadcaster.clone(),
                             logs: LogHistory::default(),
+                            // No rate limit: a thousand upgrades from one
+                            // address are the benchmark, not a flood.
+                            settings: Arc::new(GatewaySettings {
+                                max_clients: MAX_CLIENTS as u32,
+                                rate_limit: 0,
+                                ..GatewaySettings::default()
+                            }),
                         };
                         let bound = match listen(nodelay).and_then(|listener| {
                             let bound = serve_listener(deps, &listener, workers);

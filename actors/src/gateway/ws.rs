@@ -15,11 +15,11 @@
 //! - publishers only push into the client's bounded [`Outbox`], where
 //!   updates of one candle coalesce; a client that falls too far behind
 //!   anyway is closed with `1013` and a reason;
-//! - candle updates go out as they come while the client keeps up; once
-//!   they pile up, at most once per [`CANDLE_BATCH_INTERVAL`], whatever
-//!   accumulated meanwhile together, as one `candles` frame to a subscribed
-//!   client (the seed's firehose client gets one `candle` frame per
-//!   update, as before);
+//! - candle updates go out as they come, up to a burst of
+//!   [`CANDLE_BURST`] frames; beyond it, at a flood, one frame per
+//!   [`CANDLE_BATCH_INTERVAL`] holds whatever accumulated meanwhile, as one
+//!   `candles` frame to a subscribed client (the seed's firehose client
+//!   gets one `candle` frame per update, as before);
 //! - a send that fails, or that the client does not take within
 //!   [`SEND_TIMEOUT`], ends the session and nothing else;
 //! - commands and requests run concurrently with the sending (at most
@@ -101,12 +101,18 @@ pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// supervisor or storage thread work, so the excess is refused.
 pub const MAX_COMMANDS_IN_FLIGHT: usize = 4;
 
-/// How often candle updates go to one client at most once they pile up:
-/// about a screen refresh. A client that keeps up gets each update at once;
-/// when several were waiting at a send (the client or the gateway is
-/// behind), the next frame waits this long, and what arrives meanwhile
-/// (coalesced per candle in the outbox) leaves together.
+/// How often, at a sustained flood, candle frames go to one client: about
+/// a screen refresh. Updates that arrive meanwhile wait in the outbox
+/// (coalesced per candle) and leave together. A client gets
+/// [`CANDLE_BURST`] frames at once before the pace applies, so updates at
+/// a UI's rates (a few per second per series, several series at the same
+/// moment) go out the moment they come.
 pub const CANDLE_BATCH_INTERVAL: Duration = Duration::from_millis(16);
+
+/// Candle frames a client may get back to back before they are paced at
+/// [`CANDLE_BATCH_INTERVAL`]: a token bucket of this size, refilled one
+/// frame per interval.
+pub const CANDLE_BURST: f64 = 4.0;
 
 /// Who the client is, kept for the session's mutating commands (`reload`):
 /// the token it presented when it connected (`None` if none) and the
@@ -197,6 +203,8 @@ pub(crate) async fn upgrade(
             client,
             subscribed: false,
             replies: FuturesOrdered::new(),
+            candle_budget: CANDLE_BURST,
+            budget_at: Instant::now(),
         };
         let end = me.run(session.clone(), stream, closing).await;
         tracing::debug!(%peer, reason = end.describe(), "websocket client left");
@@ -289,6 +297,10 @@ struct Connection {
     /// batched `candles` frames instead of the seed's single `candle`s.
     subscribed: bool,
     replies: Replies,
+    /// Candle frames the client may get now (see [`CANDLE_BURST`]), as of
+    /// `budget_at`.
+    candle_budget: f64,
+    budget_at: Instant,
 }
 
 impl Connection {
@@ -375,8 +387,12 @@ impl Connection {
     /// updates if their interval has come. Leaves the rest for the next
     /// round (waking itself), so that a long answer never holds back the
     /// live updates.
-    async fn flush(&self, session: &mut Session, next_candles: &mut Instant) -> Result<(), End> {
-        let outbox = self.client.outbox();
+    async fn flush(
+        &mut self,
+        session: &mut Session,
+        next_candles: &mut Instant,
+    ) -> Result<(), End> {
+        let outbox = self.client.outbox().clone();
         let drained = outbox.take_messages(MESSAGES_PER_ROUND);
         if let Some(why) = drained.overflowed {
             return Err(End::FellBehind(why));
@@ -390,29 +406,38 @@ impl Connection {
                 send_frame(session, frame).await?;
             }
         }
-        if Instant::now() >= *next_candles {
+        if outbox.has_candles() && self.take_candle_frame(next_candles) {
             let candles = outbox.take_candles();
-            if !candles.is_empty() {
-                if self.subscribed && candles.len() > 1 {
-                    send_frame(session, candle_batch(self.encoding, &candles)).await?;
-                } else {
-                    for frame in candles.iter().filter_map(|c| c.frame(self.encoding)) {
-                        send_frame(session, frame).await?;
-                    }
+            if self.subscribed && candles.len() > 1 {
+                send_frame(session, candle_batch(self.encoding, &candles)).await?;
+            } else {
+                for frame in candles.iter().filter_map(|c| c.frame(self.encoding)) {
+                    send_frame(session, frame).await?;
                 }
-                // One update means the client keeps up: the next goes at
-                // once too. Several had piled up: pace the next frame.
-                *next_candles = if candles.len() > 1 {
-                    Instant::now() + CANDLE_BATCH_INTERVAL
-                } else {
-                    Instant::now()
-                };
             }
         }
         if outbox.has_messages() {
             outbox.wake();
         }
         Ok(())
+    }
+
+    /// Takes one candle frame from the client's budget, if there is one;
+    /// otherwise sets `next_candles` to when there will be.
+    fn take_candle_frame(&mut self, next_candles: &mut Instant) -> bool {
+        let now = Instant::now();
+        let refill =
+            now.duration_since(self.budget_at).as_secs_f64() / CANDLE_BATCH_INTERVAL.as_secs_f64();
+        self.candle_budget = (self.candle_budget + refill).min(CANDLE_BURST);
+        self.budget_at = now;
+        if self.candle_budget >= 1.0 {
+            self.candle_budget -= 1.0;
+            *next_candles = now;
+            true
+        } else {
+            *next_candles = now + CANDLE_BATCH_INTERVAL.mul_f64(1.0 - self.candle_budget);
+            false
+        }
     }
 
     /// Queues a message for this client alone, in its encoding.
