@@ -56,6 +56,7 @@ pub const DEFAULT_MAX_CLIENTS: u32 = 256;
 
 /// The whole configuration, as read from `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Per-exchange settings, keyed by exchange id (`binance_futures`, …).
@@ -66,6 +67,7 @@ pub struct Config {
     /// SQLite file; a relative path is resolved against the config file's
     /// directory (see [`Config::resolved_database_path`]).
     #[serde(default = "default_database_path")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "data/ohlcv.db"))]
     pub database_path: PathBuf,
     /// How often queued candle updates are written, in milliseconds.
     #[serde(default = "default_batch_interval")]
@@ -81,6 +83,7 @@ pub struct Config {
     pub port: u16,
     /// Address the HTTP server binds to; loopback unless said otherwise.
     #[serde(default = "default_bind")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "127.0.0.1"))]
     pub bind: IpAddr,
     /// Token that mutating HTTP routes and the WebSocket `reload` command
     /// require (`Authorization: Bearer <token>`), so that whoever can reach
@@ -298,6 +301,7 @@ impl std::fmt::Debug for ApiToken {
 /// Settings of one exchange. The default is an exchange that is disabled,
 /// has no symbols and uses its public endpoints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeConfig {
     /// Whether the collector runs a datasource for this exchange; only an
@@ -320,6 +324,7 @@ pub struct ExchangeConfig {
 
 /// How the simulated exchange behaves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SimulationConfig {
     /// Seed of the deterministic price paths: same seed, same candles.
@@ -347,6 +352,7 @@ impl Default for SimulationConfig {
 /// since start: once per process, or every N updates with `repeat`. The
 /// default injects none, with the same `block_ms` as `"faults": {}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FaultConfig {
     /// Panic inside the datasource after this many live updates.

@@ -175,10 +175,13 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// `{"error": {...}}`, the envelope of every error response.
-#[derive(Serialize)]
-struct Envelope {
-    error: ErrorBody,
+/// `{"error": {...}}`, the envelope of every error response (its name in
+/// the OpenAPI document: `Error`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct Envelope {
+    /// The code and the message.
+    pub(crate) error: ErrorBody,
 }
 
 impl ResponseError for ApiError {

@@ -9,8 +9,9 @@
 //!   [`topics`] match, into each client's bounded [`outbox`], encoded once
 //!   per [`encoding`] ([`shared`]); [`requests`] serves the HTTP API's
 //!   methods over the WebSocket; [`logs`] forwards the process's log
-//!   lines, [`protocol`] defines the messages, [`errors`] the HTTP error
-//!   shape, [`security`] the checks in front of every route (Host, Origin,
+//!   lines, [`protocol`] defines the messages, [`answers`] the HTTP
+//!   answers' bodies, [`openapi`] the document describing the routes
+//!   (`/openapi.json`), [`errors`] the HTTP error shape, [`security`] the checks in front of every route (Host, Origin,
 //!   CORS, form bodies, rate limit).
 //!
 //! The server itself runs on its own actix-web worker threads; the actor
@@ -19,11 +20,13 @@
 //! it). The supervisor owns shutdown, so the server
 //! installs no signal handlers.
 
+pub mod answers;
 pub mod broadcast;
 pub mod encoding;
 pub mod errors;
 pub mod http;
 pub mod logs;
+pub mod openapi;
 pub mod outbox;
 pub mod protocol;
 pub mod requests;

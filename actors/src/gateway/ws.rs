@@ -141,6 +141,17 @@ struct WsParams {
 pub(crate) struct SessionClosing(pub(crate) watch::Receiver<bool>);
 
 /// `GET /ws`: upgrades the connection and starts the session task.
+#[utoipa::path(get, path = "/ws", tag = "websocket",
+    description = "The WebSocket: live candles, topic subscriptions, the HTTP API's methods as requests, JSON or MessagePack frames. The protocol is in the README, section \"WebSocket API (/ws)\".",
+    params(
+        ("token" = Option<String>, Query, description = "The `api_token`, for clients that cannot set `Authorization` (browsers); the header wins"),
+        ("format" = Option<String>, Query, description = "`json` (the default) or `msgpack`; or ask with the `Sec-WebSocket-Protocol` header")
+    ),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket session starts"),
+        (status = 400, description = "`bad_request`: not a WebSocket upgrade, or a bad query string; `bad_format`: a `format` other than json or msgpack", body = super::errors::Envelope),
+        (status = 503, description = "`too_many_clients`: `max_clients` are connected", body = super::errors::Envelope)
+    ))]
 pub(crate) async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
