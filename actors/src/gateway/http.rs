@@ -15,6 +15,7 @@
 //! | `GET /databaseSymbols` | the series stored, with counts and time ranges |
 //! | `GET /completeness?exchange&symbol&interval` | per stored series: expected, stored and missing candles, exchange holes, age of the newest closed candle |
 //! | `GET /ws` | the WebSocket (see [`super::ws`]) |
+//! | `GET /`, `/client.js`, `/assets/{name}` | the dashboard (see [`super::assets`]) |
 //!
 //! Every input is validated here, before the supervisor or the storage
 //! thread sees it, and every failure is an [`ApiError`]. Every JSON body is
@@ -91,6 +92,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, deps: GatewayDeps, closing
         .app_data(json_config())
         .app_data(path_config())
         .app_data(query_config())
+        .configure(super::assets::configure)
         .service(resource("/health", &["GET"]).route(web::get().to(health)))
         .service(resource("/status", &["GET"]).route(web::get().to(status)))
         .service(

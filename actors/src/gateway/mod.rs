@@ -5,6 +5,8 @@
 //! - [`Gateway`] is the supervised actor around it: it drives the server,
 //!   reports an unexpected end of the server as an early stop, sends
 //!   heartbeats, and stops the server gracefully on [`StopGateway`];
+//! - [`assets`] serves the dashboard at `/` and the browser client at
+//!   `/client.js`, embedded in the binary;
 //! - [`broadcast`] fans server messages out to every client, [`logs`]
 //!   forwards the process's log lines, [`protocol`] defines the messages,
 //!   [`errors`] the HTTP error shape.
@@ -15,6 +17,7 @@
 //! it). The supervisor owns shutdown, so the server
 //! installs no signal handlers.
 
+pub mod assets;
 pub mod broadcast;
 pub mod errors;
 pub mod http;
