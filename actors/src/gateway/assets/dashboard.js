@@ -480,7 +480,13 @@ client.on("system_info", (info) => {
 const progress = new Map();
 
 client.on("reload_progress", (p) => {
+  const before = progress.get(p.exchange);
   progress.set(p.exchange, p);
+  // A sync that just ended may have stored history the chart lacks (the
+  // page loaded while it ran): read the series again.
+  if (p.status === "streaming" && before && before.status !== "streaming" && p.exchange === shown.exchange) {
+    showSeries(shown.exchange, shown.symbol, shown.interval);
+  }
   const items = [...progress.values()].map((p) => {
     const li = document.createElement("li");
     li.dataset.exchange = p.exchange;
