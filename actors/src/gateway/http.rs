@@ -269,15 +269,29 @@ pub(crate) async fn status_value(deps: &GatewayDeps) -> Result<Value, ApiError> 
 }
 
 async fn get_config(deps: Deps) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(config_value(&deps).await?))
+}
+
+/// The answer of `GET /config` and the `config` request.
+pub(crate) async fn config_value(deps: &GatewayDeps) -> Result<Value, ApiError> {
     let config = ask(deps.control.config()).await?;
-    Ok(HttpResponse::Ok().json(masked_config(&config)))
+    Ok(masked_config(&config))
 }
 
 /// `POST /config`. The body's `api_token` decides the token: absent, it is
 /// removed; [`API_TOKEN_MASK`], the current one is kept; any other value
 /// replaces it.
 async fn post_config(deps: Deps, body: web::Json<UniqueKeys>) -> Result<HttpResponse, ApiError> {
-    let UniqueKeys(mut body) = body.into_inner();
+    let UniqueKeys(body) = body.into_inner();
+    Ok(HttpResponse::Ok().json(set_config_value(&deps, body).await?))
+}
+
+/// The answer of `POST /config` and the `setConfig` request, for the new
+/// config `body`.
+pub(crate) async fn set_config_value(
+    deps: &GatewayDeps,
+    mut body: Value,
+) -> Result<Value, ApiError> {
     let keep_token = body.get("api_token").and_then(Value::as_str) == Some(API_TOKEN_MASK);
     if keep_token {
         if let Some(object) = body.as_object_mut() {
@@ -290,28 +304,47 @@ async fn post_config(deps: Deps, body: web::Json<UniqueKeys>) -> Result<HttpResp
         config.api_token = ask(deps.control.api_token()).await?;
     }
     let applied = ask(deps.control.replace_config(config.clone())).await?;
-    Ok(HttpResponse::Ok().json(json!({"config": masked_config(&config), "applied": applied})))
+    Ok(json!({"config": masked_config(&config), "applied": applied}))
 }
 
 async fn exchanges(deps: Deps) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(exchanges_value(&deps).await?))
+}
+
+/// The answer of `GET /exchanges` and the `exchanges` request.
+pub(crate) async fn exchanges_value(deps: &GatewayDeps) -> Result<Value, ApiError> {
     let config = ask(deps.control.config()).await?;
-    Ok(HttpResponse::Ok().json(config.exchanges))
+    Ok(to_value(&config.exchanges))
 }
 
 async fn exchange_symbols(
     deps: Deps,
     exchange: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let exchange = parse_exchange(&exchange, "exchange")?;
+    Ok(HttpResponse::Ok().json(exchange_symbols_value(&deps, &exchange).await?))
+}
+
+/// The answer of `GET /exchangeSymbols/{exchange}` and the
+/// `exchangeSymbols` request.
+pub(crate) async fn exchange_symbols_value(
+    deps: &GatewayDeps,
+    exchange: &str,
+) -> Result<Value, ApiError> {
+    let exchange = parse_exchange(exchange, "exchange")?;
     let symbols = ask(deps.control.exchange_symbols(exchange)).await?;
-    Ok(HttpResponse::Ok().json(json!({"exchange": exchange, "symbols": symbols})))
+    Ok(json!({"exchange": exchange, "symbols": symbols}))
 }
 
 async fn set_symbols(deps: Deps, body: web::Json<UniqueKeys>) -> Result<HttpResponse, ApiError> {
     let UniqueKeys(body) = body.into_inner();
-    let (exchange, symbols) = parse_set_symbols(&body)?;
+    Ok(HttpResponse::Ok().json(set_symbols_value(&deps, &body).await?))
+}
+
+/// The answer of `POST /exchangeSymbols` and the `setSymbols` request.
+pub(crate) async fn set_symbols_value(deps: &GatewayDeps, body: &Value) -> Result<Value, ApiError> {
+    let (exchange, symbols) = parse_set_symbols(body)?;
     let config = ask(deps.control.set_symbols(exchange, symbols)).await?;
-    Ok(HttpResponse::Ok().json(json!({"exchange": exchange, "config": config})))
+    Ok(json!({"exchange": exchange, "config": config}))
 }
 
 async fn toggle_exchange(
@@ -319,19 +352,23 @@ async fn toggle_exchange(
     body: web::Json<UniqueKeys>,
 ) -> Result<HttpResponse, ApiError> {
     let UniqueKeys(body) = body.into_inner();
-    let (exchange, enabled) = parse_toggle(&body)?;
+    Ok(HttpResponse::Ok().json(toggle_value(&deps, &body).await?))
+}
+
+/// The answer of `POST /toggleExchange` and the `toggleExchange` request.
+pub(crate) async fn toggle_value(deps: &GatewayDeps, body: &Value) -> Result<Value, ApiError> {
+    let (exchange, enabled) = parse_toggle(body)?;
     let config = ask(deps.control.toggle_exchange(exchange, enabled)).await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"exchange": exchange, "enabled": config.enabled, "config": config})))
+    Ok(json!({"exchange": exchange, "enabled": config.enabled, "config": config}))
 }
 
 /// The query string of `/ohlcv`, kept as text so that each bad value gets
 /// its own error code instead of a generic deserialisation error.
 #[derive(Debug, Default, Deserialize)]
-struct OhlcvParams {
-    from: Option<String>,
-    to: Option<String>,
-    limit: Option<String>,
+pub(crate) struct OhlcvParams {
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) limit: Option<String>,
 }
 
 async fn ohlcv(
@@ -340,10 +377,20 @@ async fn ohlcv(
     params: web::Query<OhlcvParams>,
 ) -> Result<HttpResponse, ApiError> {
     let (exchange, symbol, interval) = path.into_inner();
-    let (key, query) = parse_ohlcv(&exchange, &symbol, &interval, &params)?;
-    let candles = read(deps.storage.candles(key, query)).await?;
-    let rows: Vec<OhlcvRow> = candles.iter().map(OhlcvRow::from).collect();
+    let rows = ohlcv_rows(&deps, [&exchange, &symbol, &interval], &params).await?;
     Ok(HttpResponse::Ok().json(rows))
+}
+
+/// The candles of `GET /ohlcv/{exchange}/{symbol}/{interval}` and the
+/// `ohlcv` request.
+pub(crate) async fn ohlcv_rows(
+    deps: &GatewayDeps,
+    [exchange, symbol, interval]: [&str; 3],
+    params: &OhlcvParams,
+) -> Result<Vec<OhlcvRow>, ApiError> {
+    let (key, query) = parse_ohlcv(exchange, symbol, interval, params)?;
+    let candles = read(deps.storage.candles(key, query)).await?;
+    Ok(candles.iter().map(OhlcvRow::from).collect())
 }
 
 /// One candle of `/ohlcv`, with the column names of the seed's `ohlcv`
@@ -397,8 +444,13 @@ pub(crate) async fn restart_value(deps: &GatewayDeps) -> Result<Value, ApiError>
 }
 
 async fn delete_database(deps: Deps) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(delete_value(&deps).await?))
+}
+
+/// The answer of `POST /deleteDatabase` and the `deleteDatabase` request.
+pub(crate) async fn delete_value(deps: &GatewayDeps) -> Result<Value, ApiError> {
     ask(deps.control.delete_database()).await?;
-    Ok(HttpResponse::Ok().json(json!({"deleted": true})))
+    Ok(json!({"deleted": true}))
 }
 
 async fn database_symbols(deps: Deps) -> Result<HttpResponse, ApiError> {
@@ -450,10 +502,10 @@ pub(crate) async fn series_value(deps: &GatewayDeps) -> Result<Value, ApiError> 
 /// The query string of `/completeness`: each given filter keeps only the
 /// series that match it. Kept as text, validated as `/ohlcv`'s path is.
 #[derive(Debug, Default, Deserialize)]
-struct CompletenessParams {
-    exchange: Option<String>,
-    symbol: Option<String>,
-    interval: Option<String>,
+pub(crate) struct CompletenessParams {
+    pub(crate) exchange: Option<String>,
+    pub(crate) symbol: Option<String>,
+    pub(crate) interval: Option<String>,
 }
 
 /// The filters of `/completeness`, parsed; `None` matches every series.
@@ -538,14 +590,22 @@ async fn completeness(
     deps: Deps,
     params: web::Query<CompletenessParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let filter = parse_completeness(&params)?;
+    Ok(HttpResponse::Ok().json(completeness_value(&deps, &params).await?))
+}
+
+/// The answer of `GET /completeness` and the `completeness` request.
+pub(crate) async fn completeness_value(
+    deps: &GatewayDeps,
+    params: &CompletenessParams,
+) -> Result<Value, ApiError> {
+    let filter = parse_completeness(params)?;
     let series = read(deps.storage.completeness()).await?;
     let rows: Vec<CompletenessRow> = series
         .into_iter()
         .filter(|c| filter.matches(&c.key))
         .map(CompletenessRow::from)
         .collect();
-    Ok(HttpResponse::Ok().json(rows))
+    Ok(to_value(&rows))
 }
 
 fn to_value<T: Serialize>(value: &T) -> Value {

@@ -146,7 +146,9 @@ mod tests {
     #[test]
     fn our_events_become_log_messages_and_history() {
         let broadcaster = Broadcaster::new();
-        let mut client = broadcaster.subscribe();
+        let client = broadcaster
+            .register(crate::gateway::encoding::Encoding::Json, 1)
+            .unwrap();
         let history = LogHistory::default();
         let subscriber = tracing_subscriber::registry()
             .with(LogForwardLayer::new(broadcaster.clone(), history.clone()));
@@ -162,7 +164,15 @@ mod tests {
         assert_eq!(lines[0].kind, "success");
         assert_eq!(lines[1].message, "reconnecting attempt=3");
         assert_eq!(lines[1].kind, "warn");
-        let first = client.try_recv().unwrap();
+        let first = match client.outbox().take_messages(1).messages.pop() {
+            Some(crate::gateway::outbox::Queued::Shared(message)) => message,
+            other => panic!("expected the first line, got {other:?}"),
+        };
+        let Some(crate::gateway::encoding::Frame::Text(first)) =
+            first.frame(crate::gateway::encoding::Encoding::Json)
+        else {
+            panic!("no JSON of the line")
+        };
         assert!(
             first.starts_with(r#"{"type":"log","data":{"message":"worker started"#),
             "{first}"

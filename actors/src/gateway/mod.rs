@@ -7,9 +7,12 @@
 //!   heartbeats, and stops the server gracefully on [`StopGateway`];
 //! - [`assets`] serves the dashboard at `/` and the browser client at
 //!   `/client.js`, embedded in the binary;
-//! - [`broadcast`] fans server messages out to every client, [`logs`]
-//!   forwards the process's log lines, [`protocol`] defines the messages,
-//!   [`errors`] the HTTP error shape.
+//! - [`broadcast`] fans server messages out to the clients whose
+//!   [`topics`] match, into each client's bounded [`outbox`], encoded once
+//!   per [`encoding`] ([`shared`]); [`requests`] serves the HTTP API's
+//!   methods over the WebSocket; [`logs`] forwards the process's log
+//!   lines, [`protocol`] defines the messages, [`errors`] the HTTP error
+//!   shape.
 //!
 //! The server itself runs on its own actix-web worker threads; the actor
 //! only owns its lifetime, on an arbiter of its own (so that the monitor
@@ -19,10 +22,15 @@
 
 pub mod assets;
 pub mod broadcast;
+pub mod encoding;
 pub mod errors;
 pub mod http;
 pub mod logs;
+pub mod outbox;
 pub mod protocol;
+pub mod requests;
+pub mod shared;
+pub mod topics;
 pub mod ws;
 
 #[cfg(test)]

@@ -127,12 +127,90 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// A message from a UI client: the seed's `{"type":"command","data":"status"}`.
+/// A message from a UI client.
+///
+/// The seed's `{"type":"command","data":"status"}`, and the additions of
+/// this gateway: `subscribe`/`unsubscribe` (topics, see
+/// [`super::topics`]) and `request` (the HTTP API's methods, see
+/// [`super::requests`]), each with an `id` that its answer repeats.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
-    /// Run a command.
-    Command(String),
+    /// Run a seed command.
+    Command {
+        /// The command's name.
+        data: String,
+    },
+    /// Receive the messages of these topics (on top of those already
+    /// subscribed). The first `subscribe` ends the firehose of everything.
+    Subscribe {
+        /// Repeated in the answer.
+        id: serde_json::Value,
+        /// Topics such as `candles:*:BTCUSDT:1m`.
+        topics: Vec<String>,
+    },
+    /// Stop receiving the messages of these topics.
+    Unsubscribe {
+        /// Repeated in the answer.
+        id: serde_json::Value,
+        /// Topics subscribed before.
+        topics: Vec<String>,
+    },
+    /// Call one method of the API.
+    Request {
+        /// Repeated in the answer.
+        id: serde_json::Value,
+        /// `ohlcv`, `status`, … (see [`super::requests::Method`]).
+        method: String,
+        /// The method's parameters, an object; absent means none.
+        #[serde(default)]
+        params: serde_json::Value,
+    },
+}
+
+/// The answer to a client's `subscribe`, `unsubscribe` or `request`,
+/// correlated by the `id` it sent.
+///
+/// ```json
+/// {"type":"response","id":7,"data":[...],"chunk":0,"last":false}
+/// {"type":"error","id":7,"error":{"code":"bad_limit","message":"...","status":400}}
+/// ```
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply<'a> {
+    /// It worked; `data` is what the HTTP route would answer. An array
+    /// answer too long for one frame comes in parts numbered by `chunk`,
+    /// the final one with `last: true`; a whole answer has neither field.
+    Response {
+        /// The request's `id`.
+        id: &'a serde_json::Value,
+        /// The answer, or one part of it.
+        data: &'a serde_json::Value,
+        /// Which part this is, from 0.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        chunk: Option<usize>,
+        /// Whether this is the final part.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last: Option<bool>,
+    },
+    /// It failed, with the HTTP API's error code and status.
+    Error {
+        /// The request's `id` (`null` if it had none the server could read).
+        id: &'a serde_json::Value,
+        /// What went wrong.
+        error: ReplyError,
+    },
+}
+
+/// The error of a [`Reply::Error`]: the HTTP error body plus its status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplyError {
+    /// Stable machine-readable code, as in HTTP error bodies.
+    pub code: String,
+    /// What went wrong, for humans.
+    pub message: String,
+    /// The HTTP status the same request over HTTP gets.
+    pub status: u16,
 }
 
 /// The client commands of seed 004.
@@ -263,10 +341,13 @@ mod tests {
     fn client_commands_parse_as_the_seed_sends_them() {
         let msg: ClientMessage =
             serde_json::from_str(r#"{"type":"command","data":"status"}"#).unwrap();
-        let ClientMessage::Command(name) = msg;
-        assert_eq!(Command::parse(&name), Some(Command::Status));
+        let ClientMessage::Command { data } = msg else {
+            panic!("not a command: {msg:?}")
+        };
+        assert_eq!(Command::parse(&data), Some(Command::Status));
         assert_eq!(Command::parse("rm -rf"), None);
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"subscribe"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"launch"}"#).is_err());
     }
 
     #[test]

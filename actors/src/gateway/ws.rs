@@ -1,31 +1,42 @@
 //! One WebSocket session per UI client, on `GET /ws`.
 //!
 //! A session first sends the recent log history (one `log` message per
-//! line), then forwards every frame the [`Broadcaster`] publishes and
-//! answers the client's `command` messages with `command_result`. It runs
-//! as its own task on the actix-web worker that accepted the connection;
-//! nothing the collector does ever waits for it:
+//! line), then whatever the [`Broadcaster`] queues in its [`Outbox`]: every
+//! message while the client never subscribed (the seed's firehose), the
+//! messages of its topics once it did. It answers the seed's `command`
+//! messages with `command_result`, and `subscribe`, `unsubscribe` and
+//! `request` (see [`super::requests`]) with a `response` or an `error`
+//! carrying the client's `id`. Frames are JSON text, or MessagePack binary
+//! when the client asked (see [`super::encoding`]).
 //!
-//! - frames reach it through its own position in the broadcaster's ring,
-//!   so a slow client loses the oldest frames (and is told so with a `warn`
-//!   log message) instead of slowing anyone down;
+//! It runs as its own task on the actix-web worker that accepted the
+//! connection; nothing the collector does ever waits for it:
+//!
+//! - publishers only push into the client's bounded [`Outbox`], where
+//!   updates of one candle coalesce; a client that falls too far behind
+//!   anyway is closed with `1013` and a reason;
+//! - candle updates are sent at most once per [`CANDLE_BATCH_INTERVAL`]:
+//!   whatever accumulated meanwhile goes out together, as one `candles`
+//!   frame to a subscribed client (the seed's firehose client gets one
+//!   `candle` frame per update, as before);
 //! - a send that fails, or that the client does not take within
 //!   [`SEND_TIMEOUT`], ends the session and nothing else;
-//! - commands run concurrently with the forwarding (at most
+//! - commands and requests run concurrently with the sending (at most
 //!   [`MAX_COMMANDS_IN_FLIGHT`] at once), and answer in the order asked.
 //!
 //! The server pings every [`PING_INTERVAL`] and closes a client it has not
 //! heard from for [`CLIENT_TIMEOUT`]. A gateway that stops sends every
-//! session's client a Close frame (`1001 going away`) first.
+//! session's client a Close frame (`1001 going away`) first. Beyond the
+//! gateway's `max_clients`, an upgrade is answered 503.
 //!
-//! When the config sets `api_token`, the `reload` command (it restarts the
-//! datasources) needs it; the other commands only read. A client presents
+//! When the config sets `api_token`, the `reload` command and the
+//! mutating request methods need it; the rest only read. A client presents
 //! the token when it connects, as `Authorization: Bearer <api_token>` on
 //! the upgrade request or as `/ws?token=<api_token>`, because browsers
 //! cannot set headers on a WebSocket upgrade. The query form puts the
 //! secret in the URL, which proxies and access logs may record: prefer the
 //! header where the client can send one. The token is checked at each
-//! `reload` against the one running, so a session follows a changed or
+//! mutation against the one running, so a session follows a changed or
 //! removed token. Without it, `reload` answers `ok: false` with an
 //! `unauthorized` (no token) or `forbidden` (wrong token) error body.
 //!
@@ -34,23 +45,29 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::header;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{
     AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
 };
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt as _};
+use ohlcv_domain::json::UniqueKeys;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::broadcast::Client;
+use super::encoding::{Encoding, Frame};
 use super::errors::ApiError;
 use super::http::{authorize, bearer_token, restart_value, series_value, status_value};
-use super::protocol::{
-    rfc3339_ms, ClientMessage, Command, CommandResult, ErrorBody, LogMessage, ServerMessage,
-};
+use super::outbox::Queued;
+use super::protocol::{ClientMessage, Command, CommandResult, ErrorBody, Reply, ServerMessage};
+use super::requests::{self, error_reply, reply_frames, Method, WS_TOKEN_HINT};
+use super::shared::candle_batch;
+use super::topics::Topic;
 use super::GatewayDeps;
 
 /// How often the server pings an idle client. Proxies and load balancers
@@ -80,10 +97,15 @@ pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// supervisor or storage thread work, so the excess is refused.
 pub const MAX_COMMANDS_IN_FLIGHT: usize = 4;
 
-/// How a WebSocket client presents the token, for the `unauthorized`
-/// message.
-const WS_TOKEN_HINT: &str =
-    "connect with the header `Authorization: Bearer <api_token>` or to `/ws?token=<api_token>`";
+/// How often candle updates go to one client at most: about a screen
+/// refresh. Updates arriving meanwhile wait in the outbox, where those of
+/// one candle coalesce, and leave together; a single update on a quiet
+/// connection goes at once.
+pub const CANDLE_BATCH_INTERVAL: Duration = Duration::from_millis(16);
+
+/// WebSocket clients served at once, until the config's `max_clients`
+/// reaches the gateway.
+pub const MAX_CLIENTS: usize = 256;
 
 /// The token a client presented when it connected, kept for the session's
 /// `reload` commands. `None` if it presented none.
@@ -94,6 +116,8 @@ type Credential = Option<Arc<[u8]>>;
 struct WsParams {
     /// The `api_token`, for clients that cannot set headers (browsers).
     token: Option<String>,
+    /// `json` (the default) or `msgpack`.
+    format: Option<String>,
 }
 
 /// Tells every session of one server to close; the receiving side, shared
@@ -109,20 +133,38 @@ pub(crate) async fn upgrade(
     closing: web::Data<SessionClosing>,
 ) -> Result<HttpResponse, ApiError> {
     let params = web::Query::<WsParams>::from_query(req.query_string())
-        .map_err(|error| ApiError::bad_request("bad_request", format!("query string: {error}")))?;
+        .map_err(|error| ApiError::bad_request("bad_request", format!("query string: {error}")))?
+        .into_inner();
+    let (encoding, protocol) = Encoding::negotiate(params.format.as_deref(), req.headers())?;
     // The header wins over the query; an empty value counts as none.
     let credential: Credential = bearer_token(req.headers())
         .map(<[u8]>::to_vec)
-        .or_else(|| params.into_inner().token.map(String::into_bytes))
+        .or_else(|| params.token.map(String::into_bytes))
         .filter(|token| !token.is_empty())
         .map(Arc::from);
-    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|error| {
+    let client = deps
+        .broadcaster
+        .register(encoding, MAX_CLIENTS)
+        .map_err(|full| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_clients",
+                format!("{full}; try again later"),
+            )
+        })?;
+    let (mut response, session, stream) = actix_ws::handle(&req, body).map_err(|error| {
         ApiError::new(
             error.error_response().status(),
             "bad_request",
             format!("expected a WebSocket upgrade: {error}"),
         )
     })?;
+    if let Some(protocol) = protocol {
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::HeaderValue::from_static(protocol),
+        );
+    }
     let stream = stream
         .max_frame_size(MAX_CLIENT_FRAME)
         .aggregate_continuations()
@@ -131,8 +173,8 @@ pub(crate) async fn upgrade(
     let deps = deps.get_ref().clone();
     let closing = closing.0.clone();
     actix_web::rt::spawn(async move {
-        tracing::debug!(%peer, "websocket client connected");
-        let end = run(deps, credential, session.clone(), stream, closing).await;
+        tracing::debug!(%peer, ?encoding, "websocket client connected");
+        let end = run(deps, credential, client, session.clone(), stream, closing).await;
         tracing::debug!(%peer, reason = end.describe(), "websocket client left");
         if let Some(reason) = end.close_reason() {
             // The client may be gone or stuck already; nothing more to do
@@ -160,8 +202,8 @@ enum End {
     Protocol(String),
     /// A send failed or took longer than [`SEND_TIMEOUT`].
     SendFailed,
-    /// The broadcaster is gone (the process is ending).
-    BroadcasterGone,
+    /// The client's outbox overflowed: it fell too far behind.
+    FellBehind(String),
 }
 
 impl End {
@@ -174,7 +216,7 @@ impl End {
             End::TooBig => "frame too big",
             End::Protocol(_) => "protocol error",
             End::SendFailed => "send failed",
-            End::BroadcasterGone => "broadcaster gone",
+            End::FellBehind(_) => "fell behind",
         }
     }
 
@@ -194,14 +236,16 @@ impl End {
                     CLIENT_TIMEOUT.as_secs()
                 ),
             )),
-            End::ServerStopping | End::BroadcasterGone => {
-                Some(reason(CloseCode::Away, "server is stopping".into()))
-            }
+            End::ServerStopping => Some(reason(CloseCode::Away, "server is stopping".into())),
             End::TooBig => Some(reason(
                 CloseCode::Size,
                 format!("messages are limited to {MAX_CLIENT_FRAME} bytes"),
             )),
             End::Protocol(error) => Some(reason(CloseCode::Protocol, error)),
+            // Close reasons are limited to 123 bytes; these are shorter.
+            End::FellBehind(why) => {
+                Some(reason(CloseCode::Again, format!("client too slow: {why}")))
+            }
         }
     }
 }
@@ -210,146 +254,296 @@ impl End {
 async fn run(
     deps: GatewayDeps,
     credential: Credential,
+    client: Client,
     session: Session,
     stream: AggregatedMessageStream,
     closing: watch::Receiver<bool>,
 ) -> End {
-    match serve(deps, credential, session, stream, closing).await {
+    let mut me = Connection {
+        deps,
+        credential,
+        encoding: client.outbox().encoding(),
+        client,
+        subscribed: false,
+        replies: FuturesOrdered::new(),
+    };
+    match me.serve(session, stream, closing).await {
         Ok(never) => match never {},
         Err(end) => end,
     }
 }
 
-/// The session loop; it only ever ends with an [`End`].
-async fn serve(
+/// Answers still being computed, in the order asked.
+type Replies = FuturesOrdered<LocalBoxFuture<'static, Vec<Frame>>>;
+
+/// The state of one session.
+struct Connection {
     deps: GatewayDeps,
     credential: Credential,
-    mut session: Session,
-    mut stream: AggregatedMessageStream,
-    mut closing: watch::Receiver<bool>,
-) -> Result<std::convert::Infallible, End> {
-    // Subscribe before reading the history, so no line falls in between
-    // (a line may then arrive twice, which beats missing).
-    let mut frames = deps.broadcaster.subscribe();
-    for line in deps.logs.snapshot() {
-        send(&mut session, &ServerMessage::Log(line)).await?;
-    }
+    encoding: Encoding,
+    client: Client,
+    /// Whether the client ever subscribed or unsubscribed: it then gets
+    /// batched `candles` frames instead of the seed's single `candle`s.
+    subscribed: bool,
+    replies: Replies,
+}
 
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    let mut lag = LagNotices::default();
-    let mut commands: FuturesOrdered<LocalBoxFuture<'static, ServerMessage>> =
-        FuturesOrdered::new();
-
-    loop {
-        if *closing.borrow() {
-            return Err(End::ServerStopping);
+impl Connection {
+    /// The session loop; it only ever ends with an [`End`].
+    async fn serve(
+        &mut self,
+        mut session: Session,
+        mut stream: AggregatedMessageStream,
+        mut closing: watch::Receiver<bool>,
+    ) -> Result<std::convert::Infallible, End> {
+        for line in self.deps.logs.snapshot() {
+            self.queue(&ServerMessage::Log(line));
         }
-        tokio::select! {
-            changed = closing.changed() => {
-                // The sender gone means its gateway is gone too.
-                if changed.is_err() {
-                    return Err(End::ServerStopping);
-                }
+        let outbox = self.client.outbox().clone();
+        let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let mut next_candles = Instant::now();
+
+        loop {
+            if *closing.borrow() {
+                return Err(End::ServerStopping);
             }
-            message = stream.recv() => {
-                let message = match message {
-                    None => return Err(End::Disconnected),
-                    Some(Err(ProtocolError::Overflow)) => return Err(End::TooBig),
-                    Some(Err(error)) => return Err(End::Protocol(error.to_string())),
-                    Some(Ok(message)) => message,
-                };
-                last_heard = Instant::now();
-                match message {
-                    AggregatedMessage::Text(text) => {
-                        if let Some(reply) = accept_text(&deps, &credential, &text, &mut commands) {
-                            send(&mut session, &reply).await?;
+            let candles_wait = next_candles > Instant::now() && outbox.has_candles();
+            tokio::select! {
+                changed = closing.changed() => {
+                    // The sender gone means its gateway is gone too.
+                    if changed.is_err() {
+                        return Err(End::ServerStopping);
+                    }
+                }
+                message = stream.recv() => {
+                    let message = match message {
+                        None => return Err(End::Disconnected),
+                        Some(Err(ProtocolError::Overflow)) => return Err(End::TooBig),
+                        Some(Err(error)) => return Err(End::Protocol(error.to_string())),
+                        Some(Ok(message)) => message,
+                    };
+                    last_heard = Instant::now();
+                    match message {
+                        AggregatedMessage::Text(text) => {
+                            self.accept(serde_json::from_str::<UniqueKeys>(&text).map_err(|e| e.to_string()));
                         }
+                        AggregatedMessage::Binary(bytes) => {
+                            self.accept(rmp_serde::from_slice::<UniqueKeys>(&bytes).map_err(|e| e.to_string()));
+                        }
+                        AggregatedMessage::Ping(bytes) => {
+                            timed(session.pong(&bytes)).await?;
+                        }
+                        AggregatedMessage::Pong(_) => {}
+                        AggregatedMessage::Close(reason) => return Err(End::ClientClosed(reason)),
                     }
-                    AggregatedMessage::Binary(_) => {
-                        let reply = bad_message("binary frames are not understood; send JSON text".into());
-                        send(&mut session, &reply).await?;
+                }
+                Some(frames) = self.replies.next(), if !self.replies.is_empty() => {
+                    frames.into_iter().for_each(|frame| outbox.push_own(frame));
+                }
+                () = outbox.ready() => {}
+                () = tokio::time::sleep_until(next_candles), if candles_wait => {}
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= CLIENT_TIMEOUT {
+                        return Err(End::TimedOut);
                     }
-                    AggregatedMessage::Ping(bytes) => {
-                        timed(session.pong(&bytes)).await?;
-                    }
-                    AggregatedMessage::Pong(_) => {}
-                    AggregatedMessage::Close(reason) => return Err(End::ClientClosed(reason)),
+                    timed(session.ping(b"")).await?;
                 }
             }
-            Some(reply) = commands.next(), if !commands.is_empty() => {
-                send(&mut session, &reply).await?;
-            }
-            frame = frames.recv() => match frame {
-                Ok(text) => {
-                    timed(session.text(&*text)).await?;
-                    if let Some(warning) = lag.notice_due() {
-                        send(&mut session, &warning).await?;
-                    }
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    lag.dropped += missed;
-                    if let Some(warning) = lag.notice_due() {
-                        send(&mut session, &warning).await?;
-                    }
-                }
-                Err(RecvError::Closed) => return Err(End::BroadcasterGone),
-            },
-            _ = ping.tick() => {
-                if last_heard.elapsed() >= CLIENT_TIMEOUT {
-                    return Err(End::TimedOut);
-                }
-                timed(session.ping(b"")).await?;
+            self.flush(&mut session, &mut next_candles).await?;
+        }
+    }
+
+    /// Sends what waits in the outbox: a few messages, then the candle
+    /// updates if their interval has come. Leaves the rest for the next
+    /// round (waking itself), so that a long answer never holds back the
+    /// live updates.
+    async fn flush(&self, session: &mut Session, next_candles: &mut Instant) -> Result<(), End> {
+        let outbox = self.client.outbox();
+        let drained = outbox.take_messages(MESSAGES_PER_ROUND);
+        if let Some(why) = drained.overflowed {
+            return Err(End::FellBehind(why));
+        }
+        for queued in drained.messages {
+            let frame = match queued {
+                Queued::Own(frame) => Some(frame),
+                Queued::Shared(message) => message.frame(self.encoding),
+            };
+            if let Some(frame) = frame {
+                send_frame(session, frame).await?;
             }
         }
+        if Instant::now() >= *next_candles {
+            let candles = outbox.take_candles();
+            if !candles.is_empty() {
+                if self.subscribed && candles.len() > 1 {
+                    send_frame(session, candle_batch(self.encoding, &candles)).await?;
+                } else {
+                    for frame in candles.iter().filter_map(|c| c.frame(self.encoding)) {
+                        send_frame(session, frame).await?;
+                    }
+                }
+                *next_candles = Instant::now() + CANDLE_BATCH_INTERVAL;
+            }
+        }
+        if outbox.has_messages() {
+            outbox.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues a message for this client alone, in its encoding.
+    fn queue(&self, message: &impl serde::Serialize) {
+        match self.encoding.encode(message) {
+            Ok(frame) => self.client.outbox().push_own(frame),
+            Err(error) => tracing::error!(%error, "message to a client not sent"),
+        }
+    }
+
+    /// Handles one client message (already parsed as JSON or MessagePack):
+    /// queues its answer, or starts computing it.
+    fn accept(&mut self, parsed: Result<UniqueKeys, String>) {
+        let value = match parsed {
+            Ok(UniqueKeys(value)) => value,
+            Err(error) => return self.queue(&bad_message(format!("not a message: {error}"))),
+        };
+        let message = match ClientMessage::deserialize(&value) {
+            Ok(message) => message,
+            Err(error) => {
+                let error = ApiError::bad_request(
+                    "bad_message",
+                    format!(
+                        "{error}; expected a command, subscribe, unsubscribe or request message"
+                    ),
+                );
+                // Answer with the id if the message had one.
+                return match value.get("id") {
+                    Some(id) => self.queue(&error_reply(id, &error)),
+                    None => self.queue(&bad_message(error.message().to_owned())),
+                };
+            }
+        };
+        match message {
+            ClientMessage::Command { data } => self.command(&data),
+            ClientMessage::Subscribe { id, topics } => self.topics(&id, &topics, true),
+            ClientMessage::Unsubscribe { id, topics } => self.topics(&id, &topics, false),
+            ClientMessage::Request { id, method, params } => self.request(id, &method, params),
+        }
+    }
+
+    /// `subscribe` (or `unsubscribe`): all the topics, or none if one is
+    /// not a topic.
+    fn topics(&mut self, id: &Value, names: &[String], subscribe: bool) {
+        if let Err(error) = check_id(id) {
+            return self.queue(&error_reply(&Value::Null, &error));
+        }
+        let topics: Result<Vec<Topic>, _> = names.iter().map(|name| name.parse()).collect();
+        let topics = match topics {
+            Ok(topics) => topics,
+            Err(error) => {
+                let error = ApiError::bad_request("unknown_topic", format!("{error}"));
+                return self.queue(&error_reply(id, &error));
+            }
+        };
+        self.subscribed = true;
+        let now = if subscribe {
+            self.client.subscribe(&topics)
+        } else {
+            self.client.unsubscribe(&topics)
+        };
+        let data = json!({ "topics": now });
+        self.queue(&Reply::Response {
+            id,
+            data: &data,
+            chunk: None,
+            last: None,
+        });
+    }
+
+    /// `request`: starts the method, whose answer is queued when done.
+    fn request(&mut self, id: Value, method: &str, params: Value) {
+        if let Err(error) = check_id(&id) {
+            return self.queue(&error_reply(&Value::Null, &error));
+        }
+        let method = match Method::parse(method) {
+            Ok(method) => method,
+            Err(error) => return self.queue(&error_reply(&id, &error)),
+        };
+        if self.replies.len() >= MAX_COMMANDS_IN_FLIGHT {
+            return self.queue(&error_reply(&id, &busy()));
+        }
+        let (deps, credential, encoding) =
+            (self.deps.clone(), self.credential.clone(), self.encoding);
+        self.replies.push_back(Box::pin(async move {
+            let outcome = requests::call(&deps, credential.as_deref(), method, params).await;
+            reply_frames(encoding, &id, outcome)
+        }));
+    }
+
+    /// A seed `command`: starts it, whose `command_result` is queued when
+    /// done.
+    fn command(&mut self, name: &str) {
+        let Some(command) = Command::parse(name) else {
+            let valid: Vec<&str> = Command::HELP.iter().map(|(name, _)| *name).collect();
+            return self.queue(&failed(
+                name.to_owned(),
+                &ApiError::bad_request(
+                    "unknown_command",
+                    format!(
+                        "unknown command {name:?}; valid commands: {}",
+                        valid.join(", ")
+                    ),
+                ),
+            ));
+        };
+        if self.replies.len() >= MAX_COMMANDS_IN_FLIGHT {
+            return self.queue(&failed(name.trim().to_owned(), &busy()));
+        }
+        let (deps, credential, encoding) =
+            (self.deps.clone(), self.credential.clone(), self.encoding);
+        self.replies.push_back(Box::pin(async move {
+            let result = run_command(deps, credential, command).await;
+            match encoding.encode(&result) {
+                Ok(frame) => vec![frame],
+                Err(error) => {
+                    tracing::error!(%error, "command result not sent");
+                    Vec::new()
+                }
+            }
+        }));
     }
 }
 
-/// Most one lag notice per this interval per client: a client far behind
-/// lags on nearly every frame, and a notice per lag would add to the very
-/// flood it reports.
-pub const LAG_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+/// Messages sent per round of [`Connection::flush`] before the candle
+/// updates get their turn.
+const MESSAGES_PER_ROUND: usize = 4;
 
-/// Messages a slow client lost, told to it at most once per
-/// [`LAG_NOTICE_INTERVAL`] with the total since the last notice.
-#[derive(Default)]
-struct LagNotices {
-    dropped: u64,
-    last_notice: Option<Instant>,
+/// The refusal of a command or request beyond [`MAX_COMMANDS_IN_FLIGHT`].
+fn busy() -> ApiError {
+    ApiError::unavailable(format!(
+        "{MAX_COMMANDS_IN_FLIGHT} commands and requests are already running; wait for their answers"
+    ))
 }
 
-impl LagNotices {
-    /// The notice to send now, if messages were dropped and the last notice
-    /// is old enough.
-    fn notice_due(&mut self) -> Option<ServerMessage> {
-        let due = self.dropped > 0
-            && self
-                .last_notice
-                .is_none_or(|at| at.elapsed() >= LAG_NOTICE_INTERVAL);
-        if !due {
-            return None;
-        }
-        let dropped = std::mem::take(&mut self.dropped);
-        self.last_notice = Some(Instant::now());
-        Some(ServerMessage::Log(LogMessage {
-            message: format!(
-                "{dropped} messages were dropped because this client was too slow; \
-                 re-read /ohlcv to fill the gap"
-            ),
-            kind: "warn".into(),
-            timestamp: rfc3339_ms(ohlcv_domain::time::now_ms()),
-        }))
+/// An `id` must be a number or a string, so that a client can match it.
+fn check_id(id: &Value) -> Result<(), ApiError> {
+    if id.is_number() || id.is_string() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "bad_message",
+            format!("id: expected a number or a string, got {id}"),
+        ))
     }
 }
 
-/// Sends one server message as a JSON text frame.
-async fn send(session: &mut Session, message: &ServerMessage) -> Result<(), End> {
-    let text = serde_json::to_string(message).map_err(|error| {
-        tracing::error!(%error, "server message not serialisable");
-        End::SendFailed
-    })?;
-    timed(session.text(text)).await
+/// Sends one frame, failing after [`SEND_TIMEOUT`].
+async fn send_frame(session: &mut Session, frame: Frame) -> Result<(), End> {
+    match frame {
+        Frame::Text(text) => timed(session.text(text)).await,
+        Frame::Binary(bytes) => timed(session.binary(bytes)).await,
+    }
 }
 
 /// Runs a send, failing after [`SEND_TIMEOUT`].
@@ -358,50 +552,6 @@ async fn timed<E>(sending: impl std::future::Future<Output = Result<(), E>>) -> 
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) | Err(_) => Err(End::SendFailed),
     }
-}
-
-/// Handles a client text frame: queues a command, or answers at once.
-fn accept_text(
-    deps: &GatewayDeps,
-    credential: &Credential,
-    text: &str,
-    commands: &mut FuturesOrdered<LocalBoxFuture<'static, ServerMessage>>,
-) -> Option<ServerMessage> {
-    let name = match serde_json::from_str::<ClientMessage>(text) {
-        Ok(ClientMessage::Command(name)) => name,
-        Err(error) => {
-            return Some(bad_message(format!(
-                r#"expected {{"type":"command","data":"<command>"}}: {error}"#
-            )))
-        }
-    };
-    let Some(command) = Command::parse(&name) else {
-        let valid: Vec<&str> = Command::HELP.iter().map(|(name, _)| *name).collect();
-        return Some(failed(
-            name.clone(),
-            &ApiError::bad_request(
-                "unknown_command",
-                format!(
-                    "unknown command {name:?}; valid commands: {}",
-                    valid.join(", ")
-                ),
-            ),
-        ));
-    };
-    if commands.len() >= MAX_COMMANDS_IN_FLIGHT {
-        return Some(failed(
-            name.trim().to_owned(),
-            &ApiError::unavailable(format!(
-                "{MAX_COMMANDS_IN_FLIGHT} commands are already running; wait for their results"
-            )),
-        ));
-    }
-    commands.push_back(Box::pin(run_command(
-        deps.clone(),
-        credential.clone(),
-        command,
-    )));
-    None
 }
 
 /// Runs one command and wraps its outcome as `command_result`. `reload`

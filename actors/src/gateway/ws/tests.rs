@@ -250,19 +250,19 @@ async fn oversized_frames_close_the_session() {
 }
 
 #[actix_web::test]
-async fn a_slow_client_is_told_how_many_messages_it_lost() {
+async fn a_client_too_slow_is_closed_with_1013_and_its_queue_let_go() {
     let h = harness();
     let (gateway, addr) = start_gateway(&h);
     let mut client = connect(addr).await;
-    eventually("the subscription", || {
+    eventually("the registration", || {
         (h.deps.broadcaster.clients() == 1).then_some(())
     })
     .await;
 
-    // Far more than the ring holds, and far more than socket buffers
+    // Far more than the outbox holds, and far more than socket buffers
     // take, published while the client reads nothing.
-    let padding = "p".repeat(1024);
-    let published = crate::gateway::broadcast::CLIENT_QUEUE_CAPACITY * 5;
+    let padding = "p".repeat(32 * 1024);
+    let published = 3 * crate::gateway::outbox::MAX_QUEUED_BYTES / padding.len();
     for n in 0..published {
         h.deps
             .broadcaster
@@ -273,27 +273,23 @@ async fn a_slow_client_is_told_how_many_messages_it_lost() {
             }));
     }
 
+    // What the socket held arrives, then the close with its reason.
     let mut received = 0;
-    let warning = loop {
-        let message = next_json(&mut client).await;
-        assert_eq!(message["type"], "log");
-        if message["data"]["type"] == "warn" {
-            break message["data"]["message"].as_str().unwrap().to_owned();
+    let reason = loop {
+        match next_frame(&mut client).await {
+            Frame::Text(_) => received += 1,
+            Frame::Close(Some(reason)) => break reason,
+            other => panic!("expected logs then a close, got {other:?}"),
         }
-        received += 1;
-        assert!(
-            received < published,
-            "every message arrived; nothing was dropped"
-        );
     };
-    assert!(
-        warning.contains("messages were dropped because this client was too slow"),
-        "{warning}"
-    );
-    assert!(warning.contains("/ohlcv"), "{warning}");
-    // The session goes on: the newest messages still arrive.
-    let next = next_json(&mut client).await;
-    assert_eq!(next["type"], "log");
+    assert_eq!(reason.code, CloseCode::Again, "{reason:?}");
+    let description = reason.description.unwrap_or_default();
+    assert!(description.contains("too slow"), "{description}");
+    assert!(received < published, "every message arrived");
+    eventually("the session to end", || {
+        (h.deps.broadcaster.clients() == 0).then_some(())
+    })
+    .await;
     within("the gateway to stop", gateway.send(StopGateway))
         .await
         .unwrap();
@@ -413,33 +409,300 @@ async fn reload_needs_the_token_once_one_is_set() {
         .unwrap();
 }
 
-#[test]
-fn lag_notices_are_coalesced_to_one_per_interval() {
-    let mut lag = super::LagNotices::default();
-    assert!(
-        lag.notice_due().is_none(),
-        "nothing dropped, nothing to say"
+/// Connects with room for the largest answer frame (awc's own limit is
+/// 64 KiB; browsers have none).
+async fn connect_large(addr: SocketAddr, path: &str) -> Frames {
+    let request = awc::Client::new()
+        .ws(format!("ws://{addr}{path}"))
+        .max_frame_size(4 * 1024 * 1024);
+    let (_, framed) = within("the websocket handshake", request.connect())
+        .await
+        .expect("websocket handshake");
+    Box::pin(framed)
+}
+
+async fn send_json(client: &mut Frames, message: Value) {
+    client
+        .send(Message::Text(message.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next message that is not a `log` line (the history, or lines the
+/// tests' own events add).
+async fn next_non_log(client: &mut Frames) -> Value {
+    loop {
+        let message = next_json(client).await;
+        if message["type"] != "log" {
+            return message;
+        }
+    }
+}
+
+fn update(symbol: &str, minute: i64, close: f64) -> ServerMessage {
+    let mut message = CandleMessage::from(&candle(symbol, minute));
+    message.c = close;
+    message.closed = false;
+    ServerMessage::Candle(message)
+}
+
+#[actix_web::test]
+async fn a_subscriber_gets_its_topics_only_and_answers_carry_its_ids() {
+    let h = harness();
+    for minute in 0..3 {
+        h.deps
+            .storage
+            .try_submit(candle("BTCUSDT", minute))
+            .unwrap();
+    }
+    queued(&h.deps, 3).await;
+    let (gateway, addr) = start_gateway(&h);
+    let mut client = connect(addr).await;
+
+    send_json(
+        &mut client,
+        json!({"type":"subscribe","id":1,"topics":["candles:simulated:BTCUSDT:*","system_info"]}),
+    )
+    .await;
+    let ack = next_non_log(&mut client).await;
+    assert_eq!(
+        ack,
+        json!({"type":"response","id":1,"data":{"topics":["candles:simulated:BTCUSDT:*","system_info"]}})
     );
-    lag.dropped += 5;
-    let first =
-        serde_json::to_value(lag.notice_due().expect("the first notice is immediate")).unwrap();
-    assert!(first["data"]["message"]
-        .as_str()
+    send_json(
+        &mut client,
+        json!({"type":"subscribe","id":"two","topics":["system_info","candles:simulated:BTC/USDT:1m"]}),
+    )
+    .await;
+    let refused = next_non_log(&mut client).await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["id"], "two");
+    assert_eq!(refused["error"]["code"], "unknown_topic");
+    assert_eq!(refused["error"]["status"], 400);
+
+    // Only the subscribed series and kinds arrive.
+    let broadcaster = &h.deps.broadcaster;
+    broadcaster.publish(&update("ETHUSDT", 5, 1.0));
+    broadcaster.publish(&ServerMessage::WorkerMetrics(Default::default()));
+    broadcaster.publish(&ServerMessage::SystemInfo(json!({"cpus": 2})));
+    broadcaster.publish(&update("BTCUSDT", 5, 2.0));
+    let info = next_non_log(&mut client).await;
+    assert_eq!(info, json!({"type":"system_info","data":{"cpus":2}}));
+    let live = next_non_log(&mut client).await;
+    let candles: Vec<Value> = match live["type"].as_str() {
+        Some("candle") => vec![live["data"].clone()],
+        Some("candles") => live["data"].as_array().unwrap().clone(),
+        _ => panic!("expected a candle update, got {live}"),
+    };
+    assert_eq!(candles.len(), 1, "{live}");
+    assert_eq!(candles[0]["symbol"], "BTCUSDT");
+    assert_eq!(candles[0]["c"], 2.0);
+
+    // Requests answer with their id, as HTTP would.
+    send_json(
+        &mut client,
+        json!({"type":"request","id":3,"method":"ohlcv",
+               "params":{"exchange":"simulated","symbol":"BTCUSDT","interval":"1m","limit":2}}),
+    )
+    .await;
+    let rows = next_non_log(&mut client).await;
+    assert_eq!(rows["type"], "response", "{rows}");
+    assert_eq!(rows["id"], 3);
+    let times: Vec<i64> = rows["data"]
+        .as_array()
         .unwrap()
-        .starts_with("5 messages were dropped"));
-    lag.dropped += 3;
-    lag.dropped += 4;
-    assert!(
-        lag.notice_due().is_none(),
-        "a second notice within the interval waits"
+        .iter()
+        .map(|r| r["timestamp"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        times,
+        [
+            candle("BTCUSDT", 1).open_time,
+            candle("BTCUSDT", 2).open_time
+        ]
     );
-    lag.last_notice = Some(tokio::time::Instant::now() - super::LAG_NOTICE_INTERVAL);
-    let second = serde_json::to_value(lag.notice_due().expect("due again")).unwrap();
+    for (request, code, status) in [
+        (
+            json!({"type":"request","id":4,"method":"ohlcv","params":{"exchange":"simulated","symbol":"BTCUSDT","interval":"1m","limit":0}}),
+            "bad_limit",
+            400,
+        ),
+        (
+            json!({"type":"request","id":5,"method":"dropTables"}),
+            "unknown_method",
+            400,
+        ),
+        (
+            json!({"type":"request","id":6,"method":"status","params":{"verbose":true}}),
+            "bad_request",
+            400,
+        ),
+        (
+            json!({"type":"request","id":7,"method":"exchangeSymbols","params":{"exchange":"nasdaq"}}),
+            "unknown_exchange",
+            400,
+        ),
+        (json!({"type":"request","id":8}), "bad_message", 400),
+    ] {
+        send_json(&mut client, request.clone()).await;
+        let error = next_non_log(&mut client).await;
+        assert_eq!(error["type"], "error", "{request}: {error}");
+        assert_eq!(error["id"], request["id"], "{error}");
+        assert_eq!(error["error"]["code"], code, "{error}");
+        assert_eq!(error["error"]["status"], status, "{error}");
+    }
+    send_json(
+        &mut client,
+        json!({"type":"request","id":9,"method":"toggleExchange","params":{"exchange":"simulated","enabled":false}}),
+    )
+    .await;
+    let toggled = next_non_log(&mut client).await;
+    assert_eq!(toggled["id"], 9, "{toggled}");
+    assert_eq!(toggled["data"]["exchange"], "simulated", "{toggled}");
     assert!(
-        second["data"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("7 messages were dropped"),
-        "the total since the last notice: {second}"
+        h.control.calls().iter().any(|c| c.contains("toggle")),
+        "{:?}",
+        h.control.calls()
     );
+
+    // Unsubscribing stops the series; nothing else comes back.
+    send_json(
+        &mut client,
+        json!({"type":"unsubscribe","id":10,"topics":["candles:simulated:BTCUSDT:*"]}),
+    )
+    .await;
+    assert_eq!(
+        next_non_log(&mut client).await,
+        json!({"type":"response","id":10,"data":{"topics":["system_info"]}})
+    );
+    broadcaster.publish(&update("BTCUSDT", 6, 3.0));
+    broadcaster.publish(&ServerMessage::SystemInfo(json!({"cpus": 3})));
+    assert_eq!(next_non_log(&mut client).await["data"], json!({"cpus": 3}));
+
+    within("the gateway to stop", gateway.send(StopGateway))
+        .await
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn updates_under_load_coalesce_to_the_latest_of_each_candle_in_order() {
+    let h = harness();
+    let (gateway, addr) = start_gateway(&h);
+    let mut client = connect(addr).await;
+    send_json(
+        &mut client,
+        json!({"type":"subscribe","id":1,"topics":["candles:*:*:*"]}),
+    )
+    .await;
+    assert_eq!(next_non_log(&mut client).await["id"], 1);
+
+    // Three candles of two series, each updated many times in a burst.
+    let updates = 300;
+    for n in 0..updates {
+        for (symbol, minute) in [("BTCUSDT", 0), ("BTCUSDT", 1), ("ETHUSDT", 0)] {
+            h.deps
+                .broadcaster
+                .publish(&update(symbol, minute, f64::from(n)));
+        }
+    }
+    let mut latest: std::collections::HashMap<(String, i64), f64> = Default::default();
+    let mut frames = 0;
+    let last = f64::from(updates - 1);
+    while latest.len() < 3 || latest.values().any(|c| *c != last) {
+        let message = next_non_log(&mut client).await;
+        frames += 1;
+        let batch: Vec<Value> = match message["type"].as_str() {
+            Some("candle") => vec![message["data"].clone()],
+            Some("candles") => message["data"].as_array().unwrap().clone(),
+            _ => panic!("expected candle updates, got {message}"),
+        };
+        for candle in batch {
+            let key = (
+                candle["symbol"].as_str().unwrap().to_owned(),
+                candle["t"].as_i64().unwrap(),
+            );
+            let close = candle["c"].as_f64().unwrap();
+            let before = latest.insert(key, close).unwrap_or(-1.0);
+            assert!(
+                close > before,
+                "an update went back in time: {close} after {before}"
+            );
+        }
+    }
+    assert!(
+        frames < 3 * updates,
+        "{frames} frames for {} updates: nothing was coalesced",
+        3 * updates
+    );
+    within("the gateway to stop", gateway.send(StopGateway))
+        .await
+        .unwrap();
+}
+
+/// The next binary frame, as MessagePack, skipping log lines other than
+/// the test's own.
+async fn next_packed(client: &mut Frames) -> Value {
+    loop {
+        match next_frame(client).await {
+            Frame::Binary(bytes) => {
+                let value: Value = rmp_serde::from_slice(&bytes).unwrap();
+                if value["type"] != "log" || value["data"]["message"] == "hello in binary" {
+                    return value;
+                }
+            }
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_messagepack_client_gets_the_same_messages_in_binary_frames_and_long_answers_in_chunks() {
+    let h = harness();
+    log_lines(&h, &["hello in binary"]);
+    for minute in 0..2500 {
+        h.deps
+            .storage
+            .try_submit(candle("BTCUSDT", minute))
+            .unwrap();
+    }
+    queued(&h.deps, 2500).await;
+    let (gateway, addr) = start_gateway(&h);
+    let mut client = connect_large(addr, "/ws?format=msgpack").await;
+
+    let history = next_packed(&mut client).await;
+    assert_eq!(history["data"]["message"], "hello in binary");
+
+    // A MessagePack request, and its answer in three parts.
+    let request = json!({"type":"request","id":1,"method":"ohlcv",
+        "params":{"exchange":"simulated","symbol":"BTCUSDT","interval":"1m","limit":2500}});
+    client
+        .send(Message::Binary(
+            rmp_serde::to_vec_named(&request).unwrap().into(),
+        ))
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for chunk in 0..3 {
+        let part = next_packed(&mut client).await;
+        assert_eq!(part["type"], "response", "{part}");
+        assert_eq!(part["id"], 1);
+        assert_eq!(part["chunk"], chunk);
+        assert_eq!(part["last"], chunk == 2);
+        rows.extend(part["data"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(rows.len(), 2500);
+    assert_eq!(rows[2499]["timestamp"], candle("BTCUSDT", 2499).open_time);
+    assert!(rows
+        .windows(2)
+        .all(|w| w[0]["timestamp"].as_i64() < w[1]["timestamp"].as_i64()));
+
+    // Live messages come packed too, with the seed's shapes.
+    h.deps.broadcaster.publish(&update("ETHUSDT", 1, 9.5));
+    let live = next_packed(&mut client).await;
+    assert_eq!(live["type"], "candle");
+    assert_eq!(live["data"]["symbol"], "ETHUSDT");
+    assert_eq!(live["data"]["c"], 9.5);
+    within("the gateway to stop", gateway.send(StopGateway))
+        .await
+        .unwrap();
 }
