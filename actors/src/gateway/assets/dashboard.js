@@ -18,10 +18,13 @@ const HISTORY_LIMIT = 1500;
 const SHOWN_BARS = 200;
 /** Lines kept in the log pane; older ones are removed. */
 const LOG_LINES = 500;
-/** How often the children's states (`status`) and `completeness` are read:
- * the pushes carry metrics, not states or counts of stored candles. */
+/** How often the children's states (`status`) are read: the pushes carry
+ * metrics, not states or restarts. A cheap read of the supervisor. */
 const STATUS_EVERY_MS = 3000;
-const COMPLETENESS_EVERY_MS = 15000;
+/** How often `completeness` is read, besides on demand and after each
+ * sync. Each read makes the storage thread write its queue first (so that
+ * queued candles count), so a tab open all day should not ask often. */
+const COMPLETENESS_EVERY_MS = 30000;
 
 const params = new URLSearchParams(location.search);
 const $ = (selector) => document.querySelector(selector);
@@ -271,6 +274,10 @@ async function loadConfig({ keepSeries = false } = {}) {
 
 function renderExchanges() {
   const box = $("#exchanges");
+  // A symbol list being typed survives the redraw (a reconnect reads the
+  // config again).
+  const editing = document.activeElement?.dataset?.symbols;
+  const typed = editing ? document.activeElement.value : null;
   const rows = Object.entries(config.exchanges).map(([id, exchange]) => {
     const row = document.createElement("div");
     row.className = "exchange";
@@ -303,6 +310,13 @@ function renderExchanges() {
     return row;
   });
   box.replaceChildren(...rows);
+  if (editing) {
+    const input = box.querySelector(`input[data-symbols="${editing}"]`);
+    if (input) {
+      input.value = typed;
+      input.focus();
+    }
+  }
 }
 
 function report(result, text, isError) {
@@ -329,6 +343,8 @@ async function toggleExchange(id, toggle, result) {
 
 async function saveSymbols(id, input, result) {
   const symbols = input.value.split(/[\s,]+/).map((s) => s.trim().toUpperCase()).filter(Boolean);
+  // Done typing: the redraw after the save shows the list as saved.
+  input.blur();
   report(result, "saving…");
   try {
     await request("setSymbols", { exchange: id, symbols });
