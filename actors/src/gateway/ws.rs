@@ -15,10 +15,11 @@
 //! - publishers only push into the client's bounded [`Outbox`], where
 //!   updates of one candle coalesce; a client that falls too far behind
 //!   anyway is closed with `1013` and a reason;
-//! - candle updates are sent at most once per [`CANDLE_BATCH_INTERVAL`]:
-//!   whatever accumulated meanwhile goes out together, as one `candles`
-//!   frame to a subscribed client (the seed's firehose client gets one
-//!   `candle` frame per update, as before);
+//! - candle updates go out as they come while the client keeps up; once
+//!   they pile up, at most once per [`CANDLE_BATCH_INTERVAL`], whatever
+//!   accumulated meanwhile together, as one `candles` frame to a subscribed
+//!   client (the seed's firehose client gets one `candle` frame per
+//!   update, as before);
 //! - a send that fails, or that the client does not take within
 //!   [`SEND_TIMEOUT`], ends the session and nothing else;
 //! - commands and requests run concurrently with the sending (at most
@@ -97,10 +98,11 @@ pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// supervisor or storage thread work, so the excess is refused.
 pub const MAX_COMMANDS_IN_FLIGHT: usize = 4;
 
-/// How often candle updates go to one client at most: about a screen
-/// refresh. Updates arriving meanwhile wait in the outbox, where those of
-/// one candle coalesce, and leave together; a single update on a quiet
-/// connection goes at once.
+/// How often candle updates go to one client at most once they pile up:
+/// about a screen refresh. A client that keeps up gets each update at once;
+/// when several were waiting at a send (the client or the gateway is
+/// behind), the next frame waits this long, and what arrives meanwhile
+/// (coalesced per candle in the outbox) leaves together.
 pub const CANDLE_BATCH_INTERVAL: Duration = Duration::from_millis(16);
 
 /// WebSocket clients served at once, until the config's `max_clients`
@@ -384,7 +386,13 @@ impl Connection {
                         send_frame(session, frame).await?;
                     }
                 }
-                *next_candles = Instant::now() + CANDLE_BATCH_INTERVAL;
+                // One update means the client keeps up: the next goes at
+                // once too. Several had piled up: pace the next frame.
+                *next_candles = if candles.len() > 1 {
+                    Instant::now() + CANDLE_BATCH_INTERVAL
+                } else {
+                    Instant::now()
+                };
             }
         }
         if outbox.has_messages() {
