@@ -365,6 +365,30 @@ async fn the_dashboard_shows_live_candles_and_workers_and_toggles_an_exchange() 
         );
     }
 
+    // The whole dashboard over MessagePack, in a second tab.
+    let binary = browser
+        .new_page(format!("{url}?format=msgpack").as_str())
+        .await
+        .unwrap();
+    until(
+        "the MessagePack dashboard's chart to load and move",
+        PATIENCE,
+        || async {
+            let state: ChartState = eval(&binary, CHART_STATE).await;
+            (state.bars >= 1200 && state.live > 0).then_some(())
+        },
+    )
+    .await;
+    let api: String = eval(&binary, "document.body.dataset.api").await;
+    assert_eq!(api, "ws");
+    let codec_loaded: bool = eval(
+        &binary,
+        "performance.getEntriesByType('resource').some(e => e.name.endsWith('/assets/msgpack.min.js'))",
+    )
+    .await;
+    assert!(codec_loaded, "the MessagePack codec was loaded");
+    binary.close().await.unwrap();
+
     // The page after all that: the reload shows in its progress bar, and
     // the datasource's next metrics say it streams again.
     until("a reload in the progress panel", PATIENCE, || async {
