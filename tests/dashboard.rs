@@ -425,6 +425,78 @@ async fn the_dashboard_shows_live_candles_and_workers_and_toggles_an_exchange() 
         .unwrap();
     assert!(std::fs::metadata(&path).unwrap().len() > 10_000, "{path:?}");
 
+    // With an `api_token` set while the page is open, the controls are
+    // refused until the token is entered on the page.
+    const TOKEN: &str = "dashboard-test-token-7f3a9c";
+    let (_, mut running) = collector.get("/config");
+    running["api_token"] = json!(TOKEN);
+    let (status, body) = collector.post("/config", &running);
+    assert_eq!(status, 200, "{body}");
+    until("the exchange controls at rest", PATIENCE, || async {
+        let control: Value = eval(&page, TOGGLE_STATE).await;
+        (control["checked"] == true && control["busy"] == false).then_some(())
+    })
+    .await;
+    // Without the token the collector refuses, and the control says so
+    // and shows the exchange as it still is.
+    let toggle = r#"input[data-toggle="simulated"]"#;
+    page.find_element(toggle)
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refused: Value = until("the refusal on the page", PATIENCE, || async {
+        let control: Value = eval(&page, TOGGLE_STATE).await;
+        (control["busy"] == false && control["result"].as_str()?.starts_with("unauthorized"))
+            .then_some(control)
+    })
+    .await;
+    assert_eq!(refused["checked"], true, "{refused}");
+    assert_eq!(simulated_exchange(&collector)["enabled"], true);
+
+    // With the token entered, the same click stops the exchange.
+    page.find_element("#token-panel summary")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    page.find_element("#token")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap()
+        .type_str(TOKEN)
+        .await
+        .unwrap();
+    page.find_element("#token-save")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the connection to open again", PATIENCE, || async {
+        let state: String =
+            eval(&page, "document.querySelector('#connection').dataset.state").await;
+        (state == "open").then_some(())
+    })
+    .await;
+    page.find_element(toggle)
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    common::wait_for("the simulated exchange to be disabled", PATIENCE, || {
+        (simulated_exchange(&collector)["enabled"] == false).then_some(())
+    });
+    until("the dashboard to show it disabled", PATIENCE, || async {
+        let control: Value = eval(&page, TOGGLE_STATE).await;
+        (control == json!({"checked": false, "busy": false, "result": "disabled"})).then_some(())
+    })
+    .await;
     let violations: Vec<String> = eval(&page, "window.__violations").await;
     assert!(violations.is_empty(), "CSP violations: {violations:?}");
 
