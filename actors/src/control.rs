@@ -49,7 +49,7 @@ impl ControlError {
 }
 
 /// State of one supervised child, as `/status` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChildStatus {
     /// `storage`, `monitor`, `gateway` or the exchange id.
     pub name: String,
@@ -69,6 +69,7 @@ pub struct ChildStatus {
     /// Its own counters from the last heartbeat of this incarnation;
     /// `{}` until there is one, as before these were typed.
     #[serde(serialize_with = "empty_object_when_absent")]
+    #[schema(schema_with = metrics_schema, required = true)]
     pub metrics: Option<WorkerMetrics>,
 }
 
@@ -84,8 +85,29 @@ fn empty_object_when_absent<S: Serializer>(
     }
 }
 
+/// The schema of [`ChildStatus::metrics`] as [`empty_object_when_absent`]
+/// writes it: the worker's metrics, or `{}` before its first heartbeat
+/// (never `null`, which a derived schema of the `Option` would say).
+fn metrics_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    use utoipa::ToSchema;
+    // A reference, so the document lists the kinds of metrics once (the
+    // document registers `WorkerMetrics` among its schemas).
+    let metrics = utoipa::openapi::Ref::from_schema_name(WorkerMetrics::name());
+    let one_of = OneOfBuilder::new()
+        .item(metrics)
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .max_properties(Some(0))
+                .description(Some("before the first heartbeat of this incarnation")),
+        )
+        .build();
+    Schema::OneOf(one_of)
+}
+
 /// What `/status` and the `status` command answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatusReport {
     /// Seconds since the process started.
     pub uptime_s: u64,
@@ -98,7 +120,7 @@ pub struct StatusReport {
 }
 
 /// What a restart or config change did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ApplyReport {
     /// Datasources started.
     pub started: Vec<ExchangeId>,
@@ -107,7 +129,8 @@ pub struct ApplyReport {
     /// Datasources restarted or reloaded with new symbols or intervals.
     pub reloaded: Vec<ExchangeId>,
     /// Keys whose new value takes effect at the next process start
-    /// (`port`, `bind`, `database_path`).
+    /// (`port`, `bind`, `database_path`) or at the gateway's next start
+    /// (`allowed_origins`, `allowed_hosts`, `rate_limit`, `max_clients`).
     pub pending_restart: Vec<&'static str>,
 }
 

@@ -19,7 +19,7 @@ use crate::lifecycle::process_rss_bytes;
 use crate::storage::StorageStats;
 
 /// What every worker reports, whatever its kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommonMetrics {
     /// CPU used since the previous heartbeat, in percent of one core with
@@ -47,7 +47,7 @@ impl CommonMetrics {
 }
 
 /// What the datasource of one exchange reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasourceMetrics {
     /// CPU, memory and time.
@@ -81,7 +81,7 @@ pub struct DatasourceMetrics {
 
 /// What the storage thread reports: its counters and those every worker
 /// reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageMetrics {
     /// CPU, memory and time.
@@ -93,7 +93,7 @@ pub struct StorageMetrics {
 }
 
 /// What the gateway (HTTP and WebSocket server) reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayMetrics {
     /// CPU of the server's worker threads, memory and time.
@@ -108,7 +108,7 @@ pub struct GatewayMetrics {
 }
 
 /// What the monitor reports about itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MonitorMetrics {
     /// CPU, memory and time.
@@ -123,7 +123,7 @@ pub struct MonitorMetrics {
 /// The metrics of any worker, serialised as the worker's own struct
 /// (untagged): the key of `worker_metrics` and the `name` in `/status`
 /// already say which worker it is.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum WorkerMetrics {
     /// From a datasource.

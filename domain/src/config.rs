@@ -45,9 +45,18 @@ pub const MAX_FAULT_BLOCK_MS: u64 = 600_000;
 /// far beyond guessing over HTTP, and anything shorter is likely a
 /// placeholder (`changeme`) that protects nothing.
 pub const MIN_API_TOKEN_CHARS: usize = 16;
+/// Default `rate_limit`, in requests per second per client address: a
+/// dashboard loading a few charts and polling `/status` stays far below it,
+/// a runaway script or a flood does not.
+pub const DEFAULT_RATE_LIMIT: u32 = 50;
+/// Default `max_clients`: WebSocket clients at once. Each costs a task and a
+/// position in the broadcast ring; a few hundred is far more than dashboards
+/// a user keeps open and still little memory.
+pub const DEFAULT_MAX_CLIENTS: u32 = 256;
 
 /// The whole configuration, as read from `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Per-exchange settings, keyed by exchange id (`binance_futures`, …).
@@ -58,6 +67,7 @@ pub struct Config {
     /// SQLite file; a relative path is resolved against the config file's
     /// directory (see [`Config::resolved_database_path`]).
     #[serde(default = "default_database_path")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "data/ohlcv.db"))]
     pub database_path: PathBuf,
     /// How often queued candle updates are written, in milliseconds.
     #[serde(default = "default_batch_interval")]
@@ -73,6 +83,7 @@ pub struct Config {
     pub port: u16,
     /// Address the HTTP server binds to; loopback unless said otherwise.
     #[serde(default = "default_bind")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "127.0.0.1"))]
     pub bind: IpAddr,
     /// Token that mutating HTTP routes and the WebSocket `reload` command
     /// require (`Authorization: Bearer <token>`), so that whoever can reach
@@ -81,6 +92,142 @@ pub struct Config {
     /// least [`MIN_API_TOKEN_CHARS`] characters, no whitespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token: Option<ApiToken>,
+    /// Web origins (`http://localhost:5173`: scheme, host and port) whose
+    /// pages may call the API from a browser: they get CORS headers, and
+    /// their `POST`s and WebSocket connections are accepted. The dashboard
+    /// served by the gateway itself is same-origin and needs no entry; any
+    /// other page is refused, so that a site the user visits cannot drive
+    /// the collector. Applies at the next start of the gateway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// Host names (`collector.lan`) a request's `Host` header may name,
+    /// besides `localhost`, IP literals and the bound address. Any other
+    /// name is refused (421), which defeats DNS rebinding: a hostile page
+    /// whose name is made to resolve to this machine still sends its own
+    /// name. Applies at the next start of the gateway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// Requests per second each client address may make to the gateway
+    /// (HTTP and WebSocket upgrades), with bursts of twice that; beyond it,
+    /// 429. `0` disables the limit. Applies at the next start of the
+    /// gateway.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+    /// Most WebSocket clients connected at once; at least 1. Bounds what
+    /// clients can make the gateway hold. Applies at the next start of the
+    /// gateway.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: u32,
+}
+
+/// A web origin, `scheme://host[:port]`, as browsers send it in the
+/// `Origin` header: parsed so that `allowed_origins` and the header compare
+/// by their parts (the host case-insensitively, a default port spelled out
+/// or not) rather than as strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// `http` or `https`, lower case.
+    pub scheme: String,
+    /// Host name (lower case) or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// The port, the scheme's default (80, 443) when not written.
+    pub port: u16,
+}
+
+impl Origin {
+    /// Parses `http[s]://host[:port]`: no path (not even `/`), query,
+    /// fragment or user info, which an `Origin` header never has.
+    ///
+    /// # Errors
+    /// A reason for humans when `text` is not such an origin.
+    pub fn parse(text: &str) -> Result<Origin, String> {
+        let not_origin =
+            |why: &str| format!("{text:?} is not an origin like http://localhost:5173 ({why})");
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| not_origin("no scheme://"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(not_origin("the scheme must be http or https")),
+        };
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(not_origin("only scheme://host[:port], no path"));
+        }
+        let (host, port) =
+            split_host_port(rest).ok_or_else(|| not_origin("the host or port is not valid"))?;
+        Ok(Origin {
+            scheme,
+            host,
+            port: port.unwrap_or(default_port),
+        })
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}://[{}]:{}", self.scheme, self.host, self.port)
+        } else {
+            write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+        }
+    }
+}
+
+/// Splits `host[:port]` (an `Host` header's value, an origin's authority)
+/// into the host, lower case and without IPv6 brackets or a trailing dot,
+/// and the port if one is written. `None` when the host is not a host name
+/// or IP literal, or the port is not a number from 1 to 65535.
+pub fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(bracketed) = text.strip_prefix('[') {
+        let (inside, after) = bracketed.split_once(']')?;
+        inside.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':')?),
+        };
+        (inside.to_owned(), port)
+    } else {
+        match text.split_once(':') {
+            Some((host, port)) => (host.to_owned(), Some(port)),
+            None => (text.to_owned(), None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(digits) => {
+            let port = digits
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| digits.parse::<u16>().ok())
+                .flatten()
+                .filter(|p| *p != 0)?;
+            Some(port)
+        }
+    };
+    let mut host = host.to_ascii_lowercase();
+    if host.ends_with('.') && !host.contains(':') {
+        host.pop();
+    }
+    (host.contains(':') || is_host_name(&host)).then_some((host, port))
+}
+
+/// Whether `name` is a DNS host name (or an IPv4 literal, which has the
+/// same characters): dot-separated labels of letters, digits and `-`, none
+/// empty or longer than 63, at most 253 in all.
+pub fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// The secret of `api_token`.
@@ -154,6 +301,7 @@ impl std::fmt::Debug for ApiToken {
 /// Settings of one exchange. The default is an exchange that is disabled,
 /// has no symbols and uses its public endpoints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeConfig {
     /// Whether the collector runs a datasource for this exchange; only an
@@ -176,6 +324,7 @@ pub struct ExchangeConfig {
 
 /// How the simulated exchange behaves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SimulationConfig {
     /// Seed of the deterministic price paths: same seed, same candles.
@@ -203,6 +352,7 @@ impl Default for SimulationConfig {
 /// since start: once per process, or every N updates with `repeat`. The
 /// default injects none, with the same `block_ms` as `"faults": {}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FaultConfig {
     /// Panic inside the datasource after this many live updates.
@@ -325,6 +475,12 @@ fn default_port() -> u16 {
 }
 fn default_bind() -> IpAddr {
     IpAddr::V4(Ipv4Addr::LOCALHOST)
+}
+fn default_rate_limit() -> u32 {
+    DEFAULT_RATE_LIMIT
+}
+fn default_max_clients() -> u32 {
+    DEFAULT_MAX_CLIENTS
 }
 fn default_seed() -> u64 {
     42
@@ -475,6 +631,25 @@ impl Config {
         }
         if let Some(token) = &self.api_token {
             token.validate()?;
+        }
+        for (i, origin) in self.allowed_origins.iter().enumerate() {
+            Origin::parse(origin)
+                .map_err(|reason| ConfigError::invalid(format!("allowed_origins[{i}]"), reason))?;
+        }
+        for (i, host) in self.allowed_hosts.iter().enumerate() {
+            let lower = host.to_ascii_lowercase();
+            if !is_host_name(lower.strip_suffix('.').unwrap_or(&lower)) {
+                return Err(ConfigError::invalid(
+                    format!("allowed_hosts[{i}]"),
+                    format!("{host:?} is not a host name like collector.lan (no scheme, no port)"),
+                ));
+            }
+        }
+        if self.max_clients == 0 {
+            return Err(ConfigError::invalid(
+                "max_clients",
+                "must be at least 1: with none, no WebSocket client could connect",
+            ));
         }
         Ok(())
     }
@@ -773,6 +948,42 @@ mod tests {
                 sample_with("/api_token", 1234567890123456_u64.into()),
                 "api_token: invalid type: integer",
             ),
+            (
+                sample_with("/allowed_origins", serde_json::json!(["http://localhost:5173", "localhost:5173"])),
+                "allowed_origins[1]: \"localhost:5173\" is not an origin like http://localhost:5173 (no scheme://)",
+            ),
+            (
+                sample_with("/allowed_origins", serde_json::json!(["http://localhost:5173/"])),
+                "allowed_origins[0]: \"http://localhost:5173/\" is not an origin like http://localhost:5173 (only scheme://host[:port], no path)",
+            ),
+            (
+                sample_with("/allowed_origins", serde_json::json!(["ftp://example.com"])),
+                "allowed_origins[0]: \"ftp://example.com\" is not an origin like http://localhost:5173 (the scheme must be http or https)",
+            ),
+            (
+                sample_with("/allowed_origins", serde_json::json!(["http://exa mple.com:99999"])),
+                "allowed_origins[0]: \"http://exa mple.com:99999\" is not an origin like http://localhost:5173 (the host or port is not valid)",
+            ),
+            (
+                sample_with("/allowed_origins", "http://localhost:5173".into()),
+                "allowed_origins: invalid type: string",
+            ),
+            (
+                sample_with("/allowed_hosts", serde_json::json!(["collector.lan", "collector.lan:3000"])),
+                "allowed_hosts[1]: \"collector.lan:3000\" is not a host name like collector.lan",
+            ),
+            (
+                sample_with("/allowed_hosts", serde_json::json!(["http://collector.lan"])),
+                "allowed_hosts[0]: \"http://collector.lan\" is not a host name",
+            ),
+            (
+                sample_with("/rate_limit", (-1).into()),
+                "rate_limit: invalid value: integer `-1`",
+            ),
+            (
+                sample_with("/max_clients", 0.into()),
+                "max_clients: must be at least 1",
+            ),
             ("not json".to_owned(), ".: expected ident"),
         ];
         for (text, expected) in cases {
@@ -892,6 +1103,71 @@ mod tests {
                 "expected {expected:?}, got {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn gateway_keys_default_to_a_closed_gateway_and_parse_when_given() {
+        let config = Config::from_json(SAMPLE).unwrap();
+        assert!(config.allowed_origins.is_empty());
+        assert!(config.allowed_hosts.is_empty());
+        assert_eq!(config.rate_limit, DEFAULT_RATE_LIMIT);
+        assert_eq!(config.max_clients, DEFAULT_MAX_CLIENTS);
+        // Empty lists are not written out, so saved files stay as they were.
+        let saved = config.to_json_pretty();
+        assert!(!saved.contains("allowed_"), "{saved}");
+
+        let mut doc: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+        doc["allowed_origins"] =
+            serde_json::json!(["http://localhost:5173", "HTTPS://UI.example.com"]);
+        doc["allowed_hosts"] = serde_json::json!(["collector.lan", "Collector.Example.COM."]);
+        doc["rate_limit"] = 0.into();
+        doc["max_clients"] = 1.into();
+        let config = Config::from_json(&doc.to_string()).unwrap();
+        assert_eq!(config.allowed_origins.len(), 2);
+        assert_eq!(config.allowed_hosts.len(), 2);
+        assert_eq!((config.rate_limit, config.max_clients), (0, 1));
+        assert_eq!(Config::from_json(&config.to_json_pretty()).unwrap(), config);
+    }
+
+    #[test]
+    fn origins_compare_by_their_parts() {
+        let parse = |text: &str| Origin::parse(text).unwrap();
+        assert_eq!(
+            parse("HTTP://LocalHost:5173"),
+            Origin {
+                scheme: "http".into(),
+                host: "localhost".into(),
+                port: 5173
+            }
+        );
+        assert_eq!(parse("http://example.com"), parse("http://example.com:80"));
+        assert_eq!(parse("https://example.com").port, 443);
+        assert_ne!(parse("https://example.com"), parse("http://example.com"));
+        assert_eq!(parse("http://[::1]:3000").host, "::1");
+        assert_eq!(parse("http://[::1]:3000").to_string(), "http://[::1]:3000");
+        for bad in [
+            "null",
+            "",
+            "http://",
+            "http://:80",
+            "http://a:0",
+            "http://a:",
+            "http://a:+80",
+            "http://[zz]:1",
+            "http://::1",
+            "http://user@host",
+            "http://host/path",
+            "http://-bad-.com",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(
+            split_host_port("Example.COM.:8080"),
+            Some(("example.com".into(), Some(8080)))
+        );
+        assert_eq!(split_host_port("[::1]"), Some(("::1".into(), None)));
+        assert_eq!(split_host_port("[::1]x"), None);
+        assert_eq!(split_host_port("a b"), None);
     }
 
     #[test]

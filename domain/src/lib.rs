@@ -13,6 +13,8 @@ pub mod error_chain;
 pub mod exchange;
 pub mod interval;
 pub mod json;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod symbol;
 pub mod time;
 

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Shortest symbol accepted.
+pub(crate) const MIN_LEN: usize = 2;
 /// Longest symbol accepted; the longest listed futures symbols are ~20 characters.
-const MAX_LEN: usize = 30;
+pub(crate) const MAX_LEN: usize = 30;
 
 /// A normalised symbol: 2 to 30 characters of `A-Z` and `0-9` (`BTCUSDT`,
 /// `1000PEPEUSDT`), the same for every exchange.
@@ -29,7 +31,7 @@ impl Symbol {
     /// [`InvalidSymbol`] when `s` is empty, too long, or holds anything but
     /// upper-case ASCII letters and digits.
     pub fn new(s: &str) -> Result<Self, InvalidSymbol> {
-        let valid = (2..=MAX_LEN).contains(&s.len())
+        let valid = (MIN_LEN..=MAX_LEN).contains(&s.len())
             && s.bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
         if valid {

@@ -68,14 +68,15 @@ impl Api {
         self.get("/status").map(Status)
     }
 
-    /// `POST /config` with a whole configuration: the collector validates,
-    /// saves and applies it (a changed `simulation` rebuilds the simulated
-    /// datasource). Answers the `applied` report.
+    /// `POST /restart`: the collector re-reads its config file and
+    /// restarts every datasource with it. Faults can only be switched this
+    /// way (`POST /config` refuses to change them), so the harness writes
+    /// the config file first. Answers the `applied` report.
     ///
     /// # Errors
-    /// As [`Api::post`] (a refused config is a 400).
-    pub fn replace_config(&self, config: &Value) -> Result<Value, HarnessError> {
-        self.post("/config", config)
+    /// As [`Api::post`] (a file that does not validate is a 400).
+    pub fn restart(&self) -> Result<Value, HarnessError> {
+        self.post("/restart", &Value::Object(serde_json::Map::new()))
             .map(|body| body["applied"].clone())
     }
 }

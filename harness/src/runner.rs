@@ -2,9 +2,10 @@
 //!
 //! Every storm is the same five steps:
 //!
-//! 1. **apply** the fault (a new `faults` config through `POST /config`,
-//!    which rebuilds the simulated datasource; or a lock, a limit, a
-//!    signal from outside);
+//! 1. **apply** the fault (a new `faults` config written to the config
+//!    file, then `POST /restart`, which re-reads it and restarts the
+//!    simulated datasource; `POST /config` refuses to change faults; or a
+//!    lock, a limit, a signal from outside);
 //! 2. **wait for its effect**, polling a condition with a timeout
 //!    (restarts in `/status` grew, reconnects grew, writes failed);
 //! 3. **remove** it (the config without faults, the lock released, the
@@ -530,12 +531,18 @@ impl Chaos {
         self.apply_config(&config)
     }
 
-    /// `POST /config`, expecting the datasource to be rebuilt.
+    /// Writes `config` into the collector's config file and `POST
+    /// /restart`s it, expecting the datasource to be restarted with it.
+    /// Not `POST /config`: that refuses to change faults, which only the
+    /// file may set.
     fn apply_config(&mut self, config: &Value) -> Result<(), HarnessError> {
         self.collector.ensure_running("applying a config")?;
-        let applied = self.collector.api().replace_config(config);
+        write_config(self.dir.path(), config)?;
+        let applied = self.collector.api().restart();
         self.collector.ensure_running("applying a config")?;
         let applied = applied?;
+        // A restart stops and starts every enabled datasource again, and
+        // lists each as reloaded.
         let reloaded = applied["reloaded"]
             .as_array()
             .is_some_and(|list| list.iter().any(|e| e == DATASOURCE));
@@ -543,7 +550,7 @@ impl Chaos {
             Ok(())
         } else {
             Err(HarnessError::Unexpected(format!(
-                "POST /config did not reload the {DATASOURCE} datasource: {applied}"
+                "POST /restart did not restart the {DATASOURCE} datasource: {applied}"
             )))
         }
     }

@@ -23,7 +23,9 @@ use ohlcv_actors::datasource::{
 };
 use ohlcv_actors::gateway::broadcast::Broadcaster;
 use ohlcv_actors::gateway::logs::LogHistory;
-use ohlcv_actors::gateway::{serve_listener, FreezeGateway, Gateway, GatewayDeps, StopGateway};
+use ohlcv_actors::gateway::{
+    serve_listener, FreezeGateway, Gateway, GatewayDeps, GatewaySettings, StopGateway,
+};
 use ohlcv_actors::lifecycle::{
     process_threads, ChildExited, ChildId, ExitReason, HeartbeatSink, LifeGuard,
 };
@@ -199,6 +201,9 @@ pub struct Supervisor {
     listener: TcpListener,
     gateway_addr: SocketAddr,
     token: TokenCell,
+    /// What the running gateway was started with, to tell which gateway
+    /// keys of a new config wait for its next start.
+    gateway_settings: GatewaySettings,
     next_generation: u64,
     started: Instant,
     shutting_down: bool,
@@ -217,6 +222,7 @@ impl Supervisor {
             token: TokenCell::new(setup.config.api_token.clone()),
             store: setup.store,
             startup: StartupSettings::of(&setup.config),
+            gateway_settings: GatewaySettings::from_config(&setup.config),
             config: setup.config,
             storage: StorageChannels::new(RescueFile::for_database(&database_path)),
             database_path,
@@ -377,7 +383,11 @@ impl Supervisor {
                     storage: self.storage_handle(),
                     broadcaster: self.broadcaster.clone(),
                     logs: self.logs.clone(),
+                    // Each incarnation takes the gateway keys of the config
+                    // that runs when it starts.
+                    settings: Arc::new(GatewaySettings::from_config(self.config())),
                 };
+                self.gateway_settings = GatewaySettings::from_config(self.config());
                 // Every incarnation serves the socket bound at start.
                 let server = serve_listener(deps, &self.listener, GATEWAY_WORKERS)
                     .map_err(|e| format!("cannot serve {}: {e}", self.gateway_addr))?;
@@ -652,7 +662,14 @@ impl Supervisor {
         self.token.set(new.api_token.clone());
         let mut report = ApplyReport {
             // Compared with what runs, not with the last saved file.
-            pending_restart: self.startup.pending_in(&new),
+            pending_restart: {
+                let mut pending = self.startup.pending_in(&new);
+                pending.extend(
+                    self.gateway_settings
+                        .changed_keys(&GatewaySettings::from_config(&new)),
+                );
+                pending
+            },
             ..ApplyReport::default()
         };
         let storage = self.storage_handle();

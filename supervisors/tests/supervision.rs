@@ -212,6 +212,15 @@ async fn pending_restart_compares_with_what_runs_not_with_the_last_save() {
     elsewhere.port = 1;
     let report = control.replace_config(elsewhere).await.unwrap();
     assert_eq!(report.pending_restart, vec!["port"]);
+    // The gateway's keys wait for the gateway's next start.
+    let mut gateway = running.clone();
+    gateway.allowed_origins = vec!["http://localhost:5173".into()];
+    gateway.rate_limit = 7;
+    let report = control.replace_config(gateway).await.unwrap();
+    assert_eq!(
+        report.pending_restart,
+        vec!["allowed_origins", "rate_limit"]
+    );
     // Back to the port the process listens on: nothing left pending.
     let report = control.replace_config(running).await.unwrap();
     assert!(report.pending_restart.is_empty(), "{report:?}");

@@ -312,6 +312,33 @@ pub struct WsClient {
 }
 
 impl WsClient {
+    /// Opens `ws://{addr}/ws` with `headers` on the upgrade request (an
+    /// `Origin`, say); the handshake's error if the server refuses it.
+    pub fn connect(
+        addr: SocketAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<WsClient, tungstenite::Error> {
+        use tungstenite::client::IntoClientRequest;
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut request = format!("ws://{addr}/ws").into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                value.parse().expect("header value"),
+            );
+        }
+        match tungstenite::client(request, MaybeTlsStream::Plain(stream)) {
+            Ok((socket, _)) => Ok(WsClient { socket }),
+            Err(tungstenite::HandshakeError::Failure(error)) => Err(error),
+            Err(tungstenite::HandshakeError::Interrupted(_)) => {
+                panic!("a blocking handshake was interrupted")
+            }
+        }
+    }
+
     /// Sends a JSON text frame.
     pub fn send(&mut self, value: &Value) {
         self.socket

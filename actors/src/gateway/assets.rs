@@ -15,12 +15,16 @@
 //! whether they changed (a `304` without a body), so a new binary's
 //! dashboard is seen at the next reload, never a stale mix.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use actix_web::body::BoxBody;
+use actix_web::dev::ServiceRequest;
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::errors::ApiError;
+use super::security::{guard, Security};
 
 /// The policy of every asset. `default-src 'self'` keeps every kind of
 /// resource to this origin; `connect-src 'self'` allows the page's fetches
@@ -127,26 +131,43 @@ fn etags() -> &'static [String] {
 }
 
 /// Registers `/`, `/client.js` and `/assets/{name}` (GET and HEAD; other
-/// methods get the API's JSON 405).
-pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(get_or_head("/", |req: HttpRequest| async move {
+/// methods get the API's JSON 405), each behind the API's own
+/// [`guard`] (rate limit, `Host` check), so that a flood or a rebound
+/// host name meets the same refusals here as on the API routes.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, security: &Arc<Security>) {
+    cfg.service(get_or_head("/", security, |req: HttpRequest| async move {
         serve(&req, INDEX)
     }))
-    .service(get_or_head("/client.js", |req: HttpRequest| async move {
-        serve(&req, CLIENT)
-    }))
-    .service(get_or_head("/assets/{name}", named));
+    .service(get_or_head(
+        "/client.js",
+        security,
+        |req: HttpRequest| async move { serve(&req, CLIENT) },
+    ))
+    .service(get_or_head("/assets/{name}", security, named));
 }
 
 /// A resource answering GET and HEAD (a HEAD answer has the headers of the
 /// GET one, actix-web leaves the body out) with `handler`, and any other
 /// method with a JSON 405 as the API's routes do.
-fn get_or_head<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
+fn get_or_head<F, Args>(
+    path: &'static str,
+    security: &Arc<Security>,
+    handler: F,
+) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+>
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
+    let security = security.clone();
     web::resource(path)
         .route(web::get().to(handler.clone()))
         .route(web::head().to(handler))
@@ -156,6 +177,9 @@ where
                 req.path(),
                 &["GET", "HEAD"],
             ))
+        }))
+        .wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
+            guard(security.clone(), req, next)
         }))
 }
 
@@ -220,7 +244,9 @@ mod tests {
         method: Method,
         etag: Option<&str>,
     ) -> (StatusCode, Vec<(String, String)>, Vec<u8>) {
-        let app = web_test::init_service(App::new().configure(configure)).await;
+        let security = Arc::new(Security::new(&Default::default()));
+        let app =
+            web_test::init_service(App::new().configure(|cfg| configure(cfg, &security))).await;
         let mut req = web_test::TestRequest::default().method(method).uri(path);
         if let Some(etag) = etag {
             req = req.insert_header((header::IF_NONE_MATCH, etag));

@@ -106,26 +106,31 @@ impl Broadcaster {
             }
             _ => None,
         };
-        let mut receivers: Vec<ClientId> = registry.firehose.iter().copied().collect();
+        // Subscribers matched by the index; a client with several matching
+        // patterns is found once per pattern. Firehose clients are never in
+        // the index, so they need no deduplication.
+        let mut subscribers: Vec<ClientId> = Vec::new();
         match (&slot_series, message) {
             (Some((key, _, _)), _) => registry
                 .index
-                .candle_subscribers(key, |c| receivers.push(c)),
+                .candle_subscribers(key, |c| subscribers.push(c)),
             (None, other) => {
                 if let Some(kind) = kind_of(other) {
-                    receivers.extend(registry.index.kind_subscribers(kind));
+                    subscribers.extend(registry.index.kind_subscribers(kind));
                 }
             }
         }
-        if receivers.is_empty() {
-            return;
-        }
-        receivers.sort_unstable();
-        receivers.dedup();
-        let outboxes: Vec<&Arc<Outbox>> = receivers
+        subscribers.sort_unstable();
+        subscribers.dedup();
+        let outboxes: Vec<&Arc<Outbox>> = registry
+            .firehose
             .iter()
+            .chain(&subscribers)
             .filter_map(|id| registry.outboxes.get(id))
             .collect();
+        if outboxes.is_empty() {
+            return;
+        }
         let json = outboxes.iter().any(|o| o.encoding() == Encoding::Json);
         let msgpack = outboxes
             .iter()

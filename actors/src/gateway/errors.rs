@@ -93,9 +93,53 @@ impl ApiError {
     }
 
     /// 403 `forbidden`: the request presented a token, and it is not the
-    /// `api_token`.
+    /// `api_token`; or no `api_token` is set and the request does not come
+    /// from the machine itself.
     pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 403 `forbidden_origin`: a browser page of another origin tried to
+    /// change something or open the WebSocket (see
+    /// [`security`](super::security)).
+    pub fn forbidden_origin(message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", message)
+    }
+
+    /// 415 `unsupported_media_type`: the body is not JSON.
+    pub fn unsupported_media_type(message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
+    /// 421 `misdirected_request`: the `Host` header names another server,
+    /// as a DNS-rebinding page's requests do.
+    pub fn misdirected(message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+            message,
+        )
+    }
+
+    /// 429 `rate_limited`, with `Retry-After` (whole seconds, at least 1),
+    /// which tells a well-behaved client when to try again.
+    pub fn rate_limited(retry_after_s: u64) -> Self {
+        let retry_after_s = retry_after_s.max(1);
+        ApiError {
+            header: Some((header::RETRY_AFTER, retry_after_s.to_string())),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many requests from this address (rate_limit in the config file); \
+                     retry in {retry_after_s} s"
+                ),
+            )
+        }
     }
 
     /// 503 `unavailable`: the collector cannot answer right now.
@@ -131,10 +175,13 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// `{"error": {...}}`, the envelope of every error response.
-#[derive(Serialize)]
-struct Envelope {
-    error: ErrorBody,
+/// `{"error": {...}}`, the envelope of every error response (its name in
+/// the OpenAPI document: `Error`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct Envelope {
+    /// The code and the message.
+    pub(crate) error: ErrorBody,
 }
 
 impl ResponseError for ApiError {
@@ -194,10 +241,12 @@ impl From<StorageRequestError> for ApiError {
 /// listed twice is one of those failures (`400 bad_request`, the message
 /// naming the key's path).
 ///
-/// `Content-Type: application/json` stays required (actix-web's default):
-/// a browser can send a cross-site `text/plain` POST without asking first,
-/// but not a JSON one, so this keeps other web pages from changing the
-/// config through the user's browser.
+/// `Content-Type: application/json` stays required (actix-web's default;
+/// anything else is `415 unsupported_media_type`): a browser can send a
+/// cross-site `text/plain` or form POST without asking first, but not a
+/// JSON one. This only covers routes that read a body; the
+/// [`security`](super::security) middleware refuses form content types on
+/// every mutating route, body or not.
 pub fn json_config() -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(JSON_BODY_LIMIT)
@@ -235,9 +284,7 @@ fn json_error(error: &JsonPayloadError) -> ApiError {
                 format!("request body is larger than {JSON_BODY_LIMIT} bytes"),
             )
         }
-        JsonPayloadError::ContentType => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+        JsonPayloadError::ContentType => ApiError::unsupported_media_type(
             "request body must be sent with Content-Type: application/json",
         ),
         JsonPayloadError::Deserialize(inner) => ApiError::bad_request(

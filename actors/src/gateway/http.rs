@@ -14,8 +14,12 @@
 //! | `POST /deleteDatabase` | delete every stored candle |
 //! | `GET /databaseSymbols` | the series stored, with counts and time ranges |
 //! | `GET /completeness?exchange&symbol&interval` | per stored series: expected, stored and missing candles, exchange holes, age of the newest closed candle |
+//! | `GET /openapi.json` | the OpenAPI description of these routes (see [`super::openapi`]) |
 //! | `GET /ws` | the WebSocket (see [`super::ws`]) |
 //! | `GET /`, `/client.js`, `/assets/{name}` | the dashboard (see [`super::assets`]) |
+//!
+//! [`ROUTES`] lists every path and its methods; the routes are registered
+//! from it, and the tests hold the OpenAPI document to it.
 //!
 //! Every input is validated here, before the supervisor or the storage
 //! thread sees it, and every failure is an [`ApiError`]. Every JSON body is
@@ -28,27 +32,41 @@
 //! requires `Authorization: Bearer <api_token>`, checked before the body
 //! is even read: none gets 401 `unauthorized`, a wrong one 403
 //! `forbidden`. Reads and `/health` stay open. The token is never shown:
-//! `GET /config` answers [`API_TOKEN_MASK`] in its place.
+//! `GET /config` answers [`API_TOKEN_MASK`] in its place. Without an
+//! `api_token`, the mutating routes are accepted only from loopback peers
+//! (see `authorize`).
+//!
+//! Every route sits behind the [`security`](super::security) middleware
+//! (Host, Origin, CORS, form bodies, rate limit), and `POST /config` may not
+//! change the simulated exchange's faults (400 `faults_not_settable`).
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
-use ohlcv_domain::config::{check_symbols, Config, SymbolListError};
+use ohlcv_domain::config::{check_symbols, Config, ExchangeConfig, SymbolListError};
 use ohlcv_domain::json::UniqueKeys;
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
 use ohlcv_storage::{CandleQuery, SeriesCompleteness, SeriesSummary};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::errors::{json_config, path_config, query_config, ApiError};
+use super::answers::{
+    ConfigReplaced, Deleted, ExchangeSymbols, ExchangeToggled, Health, Restarted,
+    SetSymbolsRequest, SymbolsSet, ToggleRequest,
+};
+use super::errors::{json_config, path_config, query_config, ApiError, Envelope};
+use super::openapi;
+use super::security::{guard, is_local, Security};
 use super::ws::{self, SessionClosing};
 use super::GatewayDeps;
-use crate::control::ControlError;
+use crate::control::{ControlError, StatusReport};
 use crate::storage::StorageRequestError;
 
 /// Candles `/ohlcv` returns when the request names no `limit`; the seed's
@@ -85,50 +103,88 @@ const HTTP_TOKEN_HINT: &str = "send the header `Authorization: Bearer <api_token
 /// Shared state of every route.
 type Deps = web::Data<GatewayDeps>;
 
-/// Registers every route, the extractor error handlers and the JSON 404.
-pub(crate) fn configure(cfg: &mut web::ServiceConfig, deps: GatewayDeps, closing: SessionClosing) {
+/// Registers every route, the extractor error handlers and the JSON 404,
+/// all behind the [`security`](super::security) middleware.
+pub(crate) fn configure(
+    cfg: &mut web::ServiceConfig,
+    deps: GatewayDeps,
+    closing: SessionClosing,
+    security: Arc<Security>,
+) {
     cfg.app_data(web::Data::new(deps))
         .app_data(web::Data::new(closing))
+        .app_data(web::Data::from(security.clone()))
         .app_data(json_config())
         .app_data(path_config())
         .app_data(query_config())
-        .configure(super::assets::configure)
-        .service(resource("/health", &["GET"]).route(web::get().to(health)))
-        .service(resource("/status", &["GET"]).route(web::get().to(status)))
+        .configure(|cfg| super::assets::configure(cfg, &security))
         .service(
-            resource("/config", &["GET", "POST"])
+            routes().wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
+                guard(security.clone(), req, next)
+            })),
+        );
+}
+
+/// Every route the server answers: its path and its methods. The one list
+/// of them: [`routes`] registers each path through [`resource`], which
+/// takes the methods (for the 405's `Allow`) from here, and the tests hold
+/// both the routes the server answers and the OpenAPI document
+/// ([`openapi`](super::openapi)) to it.
+pub(crate) const ROUTES: &[(&str, &[&str])] = &[
+    ("/health", &["GET"]),
+    ("/status", &["GET"]),
+    ("/config", &["GET", "POST"]),
+    ("/exchanges", &["GET"]),
+    ("/exchangeSymbols/{exchange}", &["GET"]),
+    ("/exchangeSymbols", &["POST"]),
+    ("/toggleExchange", &["POST"]),
+    ("/ohlcv/{exchange}/{symbol}/{interval}", &["GET"]),
+    ("/restart", &["POST"]),
+    ("/deleteDatabase", &["POST"]),
+    ("/databaseSymbols", &["GET"]),
+    ("/completeness", &["GET"]),
+    ("/openapi.json", &["GET"]),
+    ("/ws", &["GET"]),
+];
+
+/// Every route, in one scope so that one middleware covers them all (the
+/// 404 included).
+fn routes() -> actix_web::Scope {
+    web::scope("")
+        .service(resource("/health").route(web::get().to(health)))
+        .service(resource("/status").route(web::get().to(status)))
+        .service(
+            resource("/config")
                 .route(web::get().to(get_config))
                 .route(protected(web::post().to(post_config))),
         )
-        .service(resource("/exchanges", &["GET"]).route(web::get().to(exchanges)))
-        .service(
-            resource("/exchangeSymbols/{exchange}", &["GET"])
-                .route(web::get().to(exchange_symbols)),
-        )
-        .service(
-            resource("/exchangeSymbols", &["POST"]).route(protected(web::post().to(set_symbols))),
-        )
-        .service(
-            resource("/toggleExchange", &["POST"])
-                .route(protected(web::post().to(toggle_exchange))),
-        )
-        .service(
-            resource("/ohlcv/{exchange}/{symbol}/{interval}", &["GET"]).route(web::get().to(ohlcv)),
-        )
-        .service(resource("/restart", &["POST"]).route(protected(web::post().to(restart))))
-        .service(
-            resource("/deleteDatabase", &["POST"])
-                .route(protected(web::post().to(delete_database))),
-        )
-        .service(resource("/databaseSymbols", &["GET"]).route(web::get().to(database_symbols)))
-        .service(resource("/completeness", &["GET"]).route(web::get().to(completeness)))
-        .service(resource("/ws", &["GET"]).route(web::get().to(ws::upgrade)))
-        .default_service(web::to(not_found));
+        .service(resource("/exchanges").route(web::get().to(exchanges)))
+        .service(resource("/exchangeSymbols/{exchange}").route(web::get().to(exchange_symbols)))
+        .service(resource("/exchangeSymbols").route(protected(web::post().to(set_symbols))))
+        .service(resource("/toggleExchange").route(protected(web::post().to(toggle_exchange))))
+        .service(resource("/ohlcv/{exchange}/{symbol}/{interval}").route(web::get().to(ohlcv)))
+        .service(resource("/restart").route(protected(web::post().to(restart))))
+        .service(resource("/deleteDatabase").route(protected(web::post().to(delete_database))))
+        .service(resource("/databaseSymbols").route(web::get().to(database_symbols)))
+        .service(resource("/completeness").route(web::get().to(completeness)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::document)))
+        .service(resource("/ws").route(web::get().to(ws::upgrade)))
+        .default_service(web::to(not_found))
 }
 
-/// A route whose other methods get a JSON 405 with an `Allow` header
-/// (actix-web's own 405 has an empty body).
-fn resource(path: &'static str, allowed: &'static [&'static str]) -> actix_web::Resource {
+/// A route of [`ROUTES`] whose other methods get a JSON 405 with an
+/// `Allow` header (actix-web's own 405 has an empty body).
+///
+/// # Panics
+/// If `path` is not in [`ROUTES`]: a route added without its entry there
+/// would be missing from the OpenAPI document. Every test that builds the
+/// app finds it.
+fn resource(path: &'static str) -> actix_web::Resource {
+    let allowed = ROUTES
+        .iter()
+        .find(|(route, _)| *route == path)
+        .map(|(_, methods)| *methods)
+        .unwrap_or_else(|| panic!("route {path} is not listed in http::ROUTES"));
     web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
         Err::<HttpResponse, _>(ApiError::method_not_allowed(
             req.method().as_str(),
@@ -156,7 +212,15 @@ async fn require_token(
     let checked = match req.app_data::<Deps>() {
         Some(deps) => {
             let what = format!("{} {}", req.method(), req.path());
-            authorize(deps, bearer_token(req.headers()), &what, HTTP_TOKEN_HINT).await
+            let peer = req.peer_addr().map(|addr| addr.ip());
+            authorize(
+                deps,
+                bearer_token(req.headers()),
+                peer,
+                &what,
+                HTTP_TOKEN_HINT,
+            )
+            .await
         }
         // `configure` always registers the deps; refuse rather than open.
         None => Err(ApiError::unavailable("the gateway is not configured")),
@@ -181,22 +245,36 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
     Some(&rest[start..])
 }
 
-/// Lets `what` (`POST /config`, the `reload` command) through if the
-/// running config has no `api_token` or `presented` is that token.
+/// Lets `what` (`POST /config`, the `reload` command) through if
+/// `presented` is the running config's `api_token`, or if the config has
+/// none and the request comes from `peer` on the machine itself (a
+/// loopback address): without a token, whoever reaches the port must not
+/// be able to change what is collected or delete the data. `peer` is the
+/// TCP peer's address, `None` when unknown (which counts as remote).
 ///
 /// # Errors
 /// 401 `unauthorized` (with `hint`: how to present it) when a token is set
-/// and none was presented, 403 `forbidden` when the presented one is wrong,
-/// 503 `unavailable` when the token cannot be known: the check fails
-/// closed.
+/// and none was presented, 403 `forbidden` when the presented one is wrong
+/// or when no token is set and `peer` is not loopback, 503 `unavailable`
+/// when the token cannot be known: the check fails closed.
 pub(crate) async fn authorize(
     deps: &GatewayDeps,
     presented: Option<&[u8]>,
+    peer: Option<IpAddr>,
     what: &str,
     hint: &str,
 ) -> Result<(), ApiError> {
     let Some(token) = ask(deps.control.api_token()).await? else {
-        return Ok(());
+        if is_local(peer) {
+            return Ok(());
+        }
+        let from = peer.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
+        tracing::warn!(what, peer = %from, "refused: no api_token, and the peer is remote");
+        return Err(ApiError::forbidden(format!(
+            "{what} from {from} refused: without an api_token, changes are accepted only \
+             from this machine (loopback); set api_token in the config file to allow remote \
+             control"
+        )));
     };
     match presented {
         None => Err(ApiError::unauthorized(format!(
@@ -254,11 +332,20 @@ pub(crate) async fn read<T>(
     }
 }
 
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// Whether the process answers HTTP.
+#[utoipa::path(get, path = "/health", tag = "system",
+    responses((status = 200, description = "The process answers HTTP", body = Health)))]
+pub(super) async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-async fn status(deps: Deps) -> Result<HttpResponse, ApiError> {
+/// The supervisor's report: uptime, threads, every child and its metrics.
+#[utoipa::path(get, path = "/status", tag = "system",
+    responses(
+        (status = 200, description = "Uptime, threads and every supervised child", body = StatusReport),
+        (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope)
+    ))]
+pub(super) async fn status(deps: Deps) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(status_value(&deps).await?))
 }
 
@@ -268,7 +355,13 @@ pub(crate) async fn status_value(deps: &GatewayDeps) -> Result<Value, ApiError> 
     Ok(to_value(&report))
 }
 
-async fn get_config(deps: Deps) -> Result<HttpResponse, ApiError> {
+/// The running config.
+#[utoipa::path(get, path = "/config", tag = "config",
+    responses(
+        (status = 200, description = "The running config, its `api_token` shown as `***`", body = Config),
+        (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope)
+    ))]
+pub(super) async fn get_config(deps: Deps) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(config_value(&deps).await?))
 }
 
@@ -278,10 +371,27 @@ pub(crate) async fn config_value(deps: &GatewayDeps) -> Result<Value, ApiError> 
     Ok(masked_config(&config))
 }
 
-/// `POST /config`. The body's `api_token` decides the token: absent, it is
-/// removed; [`API_TOKEN_MASK`], the current one is kept; any other value
+/// Replaces the whole config: validated, saved, applied.
+///
+/// The body's `api_token` decides the token: absent, it is removed; `***`
+/// ([`API_TOKEN_MASK`]), the current one is kept; any other value
 /// replaces it.
-async fn post_config(deps: Deps, body: web::Json<UniqueKeys>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(post, path = "/config", tag = "config",
+    request_body(content = Config, description = "The whole new config; `api_token` `***` keeps the current token, absent removes it"),
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "Validated, saved and applied", body = ConfigReplaced),
+        (status = 400, description = "`invalid_config`, `faults_not_settable` (the simulated `faults` are set in the file), or `bad_request`", body = Envelope),
+        (status = 401, description = "`unauthorized`: an `api_token` is set and the request presents none (`Authorization: Bearer <api_token>`)", body = Envelope),
+        (status = 403, description = "`forbidden`: the token presented is not the `api_token`, or no `api_token` is set and the peer is not loopback", body = Envelope),
+        (status = 413, description = "`payload_too_large`: over 64 KiB", body = Envelope),
+        (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope),
+        (status = 500, description = "`internal`: the config file could not be written", body = Envelope)
+    ))]
+pub(super) async fn post_config(
+    deps: Deps,
+    body: web::Json<UniqueKeys>,
+) -> Result<HttpResponse, ApiError> {
     let UniqueKeys(body) = body.into_inner();
     Ok(HttpResponse::Ok().json(set_config_value(&deps, body).await?))
 }
@@ -300,14 +410,57 @@ pub(crate) async fn set_config_value(
     }
     let mut config = Config::from_value(body)
         .map_err(|error| ApiError::bad_request("invalid_config", error.to_string()))?;
+    let running = ask(deps.control.config()).await?;
+    check_faults_unchanged(&running, &config)?;
     if keep_token {
         config.api_token = ask(deps.control.api_token()).await?;
     }
     let applied = ask(deps.control.replace_config(config.clone())).await?;
-    Ok(json!({"config": masked_config(&config), "applied": applied}))
+    Ok(to_value(&ConfigReplaced {
+        config: masked_config(&config),
+        applied,
+    }))
 }
 
-async fn exchanges(deps: Deps) -> Result<HttpResponse, ApiError> {
+/// Refuses a config whose simulated faults differ from the running ones.
+/// Faults crash, block or silence datasources on purpose: a test switches
+/// them on by editing the config file (and `POST /restart`), never through
+/// the API, where a page or a client with the token could turn a
+/// collector's own datasource into a fault generator.
+///
+/// # Errors
+/// 400 `faults_not_settable`, naming the key.
+fn check_faults_unchanged(running: &Config, new: &Config) -> Result<(), ApiError> {
+    let faults = |config: &Config, exchange: ExchangeId| {
+        config
+            .exchanges
+            .get(&exchange)
+            .and_then(|e| e.simulation.as_ref())
+            .map(|s| s.faults.clone())
+            .unwrap_or_default()
+    };
+    match ExchangeId::ALL
+        .into_iter()
+        .find(|id| faults(running, *id) != faults(new, *id))
+    {
+        None => Ok(()),
+        Some(exchange) => Err(ApiError::bad_request(
+            "faults_not_settable",
+            format!(
+                "exchanges.{exchange}.simulation.faults: faults cannot be changed through the \
+                 API; they are set in the config file (then POST /restart re-reads it)"
+            ),
+        )),
+    }
+}
+
+/// The `exchanges` part of the running config.
+#[utoipa::path(get, path = "/exchanges", tag = "config",
+    responses(
+        (status = 200, description = "The config's `exchanges` object, keyed by exchange id", body = BTreeMap<ExchangeId, ExchangeConfig>),
+        (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope)
+    ))]
+pub(super) async fn exchanges(deps: Deps) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(exchanges_value(&deps).await?))
 }
 
@@ -317,7 +470,16 @@ pub(crate) async fn exchanges_value(deps: &GatewayDeps) -> Result<Value, ApiErro
     Ok(to_value(&config.exchanges))
 }
 
-async fn exchange_symbols(
+/// The symbols an exchange lists.
+#[utoipa::path(get, path = "/exchangeSymbols/{exchange}", tag = "config",
+    params(("exchange" = ExchangeId, Path, description = "The exchange to ask")),
+    responses(
+        (status = 200, description = "The symbols the exchange lists", body = ExchangeSymbols),
+        (status = 400, description = "`unknown_exchange`, or `exchange_unavailable` (no adapter in this version)", body = Envelope),
+        (status = 502, description = "`exchange_error`: the exchange could not be asked", body = Envelope),
+        (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope)
+    ))]
+pub(super) async fn exchange_symbols(
     deps: Deps,
     exchange: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -332,10 +494,26 @@ pub(crate) async fn exchange_symbols_value(
 ) -> Result<Value, ApiError> {
     let exchange = parse_exchange(exchange, "exchange")?;
     let symbols = ask(deps.control.exchange_symbols(exchange)).await?;
-    Ok(json!({"exchange": exchange, "symbols": symbols}))
+    Ok(to_value(&ExchangeSymbols { exchange, symbols }))
 }
 
-async fn set_symbols(deps: Deps, body: web::Json<UniqueKeys>) -> Result<HttpResponse, ApiError> {
+/// Sets an exchange's symbols, each one it lists; saves and reloads it.
+#[utoipa::path(post, path = "/exchangeSymbols", tag = "config",
+    request_body = SetSymbolsRequest,
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "Saved; the datasource reloads and syncs history (`reload_progress`)", body = SymbolsSet),
+        (status = 400, description = "`unknown_exchange`, `invalid_symbol`, `unknown_symbol` (not listed by the exchange), `duplicate_symbol`, `too_many_symbols`, `exchange_unavailable` or `bad_request`", body = Envelope),
+        (status = 401, description = "`unauthorized`: an `api_token` is set and the request presents none (`Authorization: Bearer <api_token>`)", body = Envelope),
+        (status = 403, description = "`forbidden`: the token presented is not the `api_token`, or no `api_token` is set and the peer is not loopback", body = Envelope),
+        (status = 413, description = "`payload_too_large`: over 64 KiB", body = Envelope),
+        (status = 502, description = "`exchange_error`: the listing could not be fetched; nothing saved", body = Envelope),
+        (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope)
+    ))]
+pub(super) async fn set_symbols(
+    deps: Deps,
+    body: web::Json<UniqueKeys>,
+) -> Result<HttpResponse, ApiError> {
     let UniqueKeys(body) = body.into_inner();
     Ok(HttpResponse::Ok().json(set_symbols_value(&deps, &body).await?))
 }
@@ -344,10 +522,23 @@ async fn set_symbols(deps: Deps, body: web::Json<UniqueKeys>) -> Result<HttpResp
 pub(crate) async fn set_symbols_value(deps: &GatewayDeps, body: &Value) -> Result<Value, ApiError> {
     let (exchange, symbols) = parse_set_symbols(body)?;
     let config = ask(deps.control.set_symbols(exchange, symbols)).await?;
-    Ok(json!({"exchange": exchange, "config": config}))
+    Ok(to_value(&SymbolsSet { exchange, config }))
 }
 
-async fn toggle_exchange(
+/// Enables, disables or toggles an exchange; saves, then starts or stops
+/// its datasource.
+#[utoipa::path(post, path = "/toggleExchange", tag = "config",
+    request_body = ToggleRequest,
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "Saved; the datasource starts or stops", body = ExchangeToggled),
+        (status = 400, description = "`unknown_exchange`, `exchange_unavailable`, `invalid_config` or `bad_request`", body = Envelope),
+        (status = 401, description = "`unauthorized`: an `api_token` is set and the request presents none (`Authorization: Bearer <api_token>`)", body = Envelope),
+        (status = 403, description = "`forbidden`: the token presented is not the `api_token`, or no `api_token` is set and the peer is not loopback", body = Envelope),
+        (status = 413, description = "`payload_too_large`: over 64 KiB", body = Envelope),
+        (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope)
+    ))]
+pub(super) async fn toggle_exchange(
     deps: Deps,
     body: web::Json<UniqueKeys>,
 ) -> Result<HttpResponse, ApiError> {
@@ -359,19 +550,45 @@ async fn toggle_exchange(
 pub(crate) async fn toggle_value(deps: &GatewayDeps, body: &Value) -> Result<Value, ApiError> {
     let (exchange, enabled) = parse_toggle(body)?;
     let config = ask(deps.control.toggle_exchange(exchange, enabled)).await?;
-    Ok(json!({"exchange": exchange, "enabled": config.enabled, "config": config}))
+    Ok(to_value(&ExchangeToggled {
+        exchange,
+        enabled: config.enabled,
+        config,
+    }))
 }
 
 /// The query string of `/ohlcv`, kept as text so that each bad value gets
 /// its own error code instead of a generic deserialisation error.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct OhlcvParams {
+    /// Oldest open time, UTC ms, inclusive. With it: the first `limit`
+    /// candles from it; without: the latest `limit`.
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub(crate) from: Option<String>,
+    /// Newest open time, UTC ms, inclusive.
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub(crate) to: Option<String>,
+    /// Most candles to answer, 1 to 5000; 1000 when absent.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 5000)]
     pub(crate) limit: Option<String>,
 }
 
-async fn ohlcv(
+/// The candles of one series, oldest first.
+#[utoipa::path(get, path = "/ohlcv/{exchange}/{symbol}/{interval}", tag = "candles",
+    params(
+        ("exchange" = ExchangeId, Path, description = "Exchange id"),
+        ("symbol" = Symbol, Path, description = "Normalised symbol"),
+        ("interval" = Interval, Path, description = "Interval name"),
+        OhlcvParams
+    ),
+    responses(
+        (status = 200, description = "Candles, oldest first; those not yet written to disk included", body = Vec<OhlcvRow>),
+        (status = 400, description = "`unknown_exchange`, `invalid_symbol`, `unknown_interval`, `bad_range`, `bad_limit` or `bad_request`", body = Envelope),
+        (status = 503, description = "`unavailable`: the storage thread is busy or restarting", body = Envelope),
+        (status = 500, description = "`storage_error`: the database failed", body = Envelope)
+    ))]
+pub(super) async fn ohlcv(
     deps: Deps,
     path: web::Path<(String, String, String)>,
     params: web::Query<OhlcvParams>,
@@ -401,7 +618,7 @@ pub(crate) async fn ohlcv_rows(
 /// {"timestamp":1704277020000,"open":50000.0,"high":50100.0,"low":49900.0,
 ///  "close":50050.0,"volume":100.5,"closed":true}
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OhlcvRow {
     /// Open time, UTC ms.
     pub timestamp: i64,
@@ -433,27 +650,57 @@ impl From<&Candle> for OhlcvRow {
     }
 }
 
-async fn restart(deps: Deps) -> Result<HttpResponse, ApiError> {
+/// Re-reads the config file and restarts the datasources.
+#[utoipa::path(post, path = "/restart", tag = "system",
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "The config file was re-read and the datasources restarted", body = Restarted),
+        (status = 400, description = "`invalid_config`: the file no longer validates; the running config stays", body = Envelope),
+        (status = 401, description = "`unauthorized`: an `api_token` is set and the request presents none (`Authorization: Bearer <api_token>`)", body = Envelope),
+        (status = 403, description = "`forbidden`: the token presented is not the `api_token`, or no `api_token` is set and the peer is not loopback", body = Envelope),
+        (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope)
+    ))]
+pub(super) async fn restart(deps: Deps) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(restart_value(&deps).await?))
 }
 
 /// The answer of `POST /restart` and the `reload` command.
 pub(crate) async fn restart_value(deps: &GatewayDeps) -> Result<Value, ApiError> {
     let applied = ask(deps.control.restart()).await?;
-    Ok(json!({"restarted": true, "applied": applied}))
+    Ok(to_value(&Restarted {
+        restarted: true,
+        applied,
+    }))
 }
 
-async fn delete_database(deps: Deps) -> Result<HttpResponse, ApiError> {
+/// Deletes every stored candle; the datasources bootstrap history anew.
+#[utoipa::path(post, path = "/deleteDatabase", tag = "candles",
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "Every candle deleted; the datasources bootstrap history anew", body = Deleted),
+        (status = 401, description = "`unauthorized`: an `api_token` is set and the request presents none (`Authorization: Bearer <api_token>`)", body = Envelope),
+        (status = 403, description = "`forbidden`: the token presented is not the `api_token`, or no `api_token` is set and the peer is not loopback", body = Envelope),
+        (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope),
+        (status = 500, description = "`internal`: the database refused", body = Envelope)
+    ))]
+pub(super) async fn delete_database(deps: Deps) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(delete_value(&deps).await?))
 }
 
 /// The answer of `POST /deleteDatabase` and the `deleteDatabase` request.
 pub(crate) async fn delete_value(deps: &GatewayDeps) -> Result<Value, ApiError> {
     ask(deps.control.delete_database()).await?;
-    Ok(json!({"deleted": true}))
+    Ok(to_value(&Deleted { deleted: true }))
 }
 
-async fn database_symbols(deps: Deps) -> Result<HttpResponse, ApiError> {
+/// The series stored, with counts and time ranges.
+#[utoipa::path(get, path = "/databaseSymbols", tag = "candles",
+    responses(
+        (status = 200, description = "Every stored series, with counts and time ranges", body = Vec<SeriesRow>),
+        (status = 503, description = "`unavailable`: the storage thread is busy or restarting", body = Envelope),
+        (status = 500, description = "`storage_error`: the database failed", body = Envelope)
+    ))]
+pub(super) async fn database_symbols(deps: Deps) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(series_value(&deps).await?))
 }
 
@@ -463,7 +710,7 @@ async fn database_symbols(deps: Deps) -> Result<HttpResponse, ApiError> {
 /// {"exchange":"simulated","symbol":"BTCUSDT","interval":"1m",
 ///  "count":1440,"first":1704153600000,"last":1704239940000}
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SeriesRow {
     /// Exchange id.
     pub exchange: ExchangeId,
@@ -501,10 +748,17 @@ pub(crate) async fn series_value(deps: &GatewayDeps) -> Result<Value, ApiError> 
 
 /// The query string of `/completeness`: each given filter keeps only the
 /// series that match it. Kept as text, validated as `/ohlcv`'s path is.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CompletenessParams {
+    /// Only the series of this exchange.
+    #[param(value_type = Option<ExchangeId>)]
     pub(crate) exchange: Option<String>,
+    /// Only the series of this symbol.
+    #[param(value_type = Option<Symbol>)]
     pub(crate) symbol: Option<String>,
+    /// Only the series of this interval.
+    #[param(value_type = Option<Interval>)]
     pub(crate) interval: Option<String>,
 }
 
@@ -535,7 +789,7 @@ impl CompletenessFilter {
 ///  "exchange_hole_candles":3,"newest_closed_open_time":1704239880000,
 ///  "newest_closed_age_ms":2500}
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompletenessRow {
     /// Exchange id.
     pub exchange: ExchangeId,
@@ -582,11 +836,21 @@ impl From<SeriesCompleteness> for CompletenessRow {
     }
 }
 
-/// `GET /completeness`: every stored series (or those matching the
-/// filters), sorted by exchange, symbol and interval. Like
+/// How complete each stored series is.
+///
+/// Every stored series (or those matching the filters), sorted by
+/// exchange, symbol and interval. Like
 /// `/databaseSymbols`, straight from the storage thread, which writes its
 /// queue first so that queued candles count as stored.
-async fn completeness(
+#[utoipa::path(get, path = "/completeness", tag = "candles",
+    params(CompletenessParams),
+    responses(
+        (status = 200, description = "How complete each stored series is, sorted by exchange, symbol and interval", body = Vec<CompletenessRow>),
+        (status = 400, description = "`unknown_exchange`, `invalid_symbol` or `unknown_interval`", body = Envelope),
+        (status = 503, description = "`unavailable`: the storage thread is busy or restarting", body = Envelope),
+        (status = 500, description = "`storage_error`: the database failed", body = Envelope)
+    ))]
+pub(super) async fn completeness(
     deps: Deps,
     params: web::Query<CompletenessParams>,
 ) -> Result<HttpResponse, ApiError> {
@@ -737,7 +1001,7 @@ fn exchange_field(object: &Map<String, Value>) -> Result<ExchangeId, ApiError> {
     }
 }
 
-fn parse_set_symbols(body: &Value) -> Result<(ExchangeId, Vec<Symbol>), ApiError> {
+pub(super) fn parse_set_symbols(body: &Value) -> Result<(ExchangeId, Vec<Symbol>), ApiError> {
     let object = body_object(
         body,
         &["exchange", "symbols"],
@@ -778,7 +1042,7 @@ fn parse_set_symbols(body: &Value) -> Result<(ExchangeId, Vec<Symbol>), ApiError
     Ok((exchange, symbols))
 }
 
-fn parse_toggle(body: &Value) -> Result<(ExchangeId, Option<bool>), ApiError> {
+pub(super) fn parse_toggle(body: &Value) -> Result<(ExchangeId, Option<bool>), ApiError> {
     let object = body_object(
         body,
         &["exchange", "enabled"],
@@ -799,4 +1063,4 @@ fn parse_toggle(body: &Value) -> Result<(ExchangeId, Option<bool>), ApiError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

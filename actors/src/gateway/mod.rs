@@ -11,8 +11,10 @@
 //!   [`topics`] match, into each client's bounded [`outbox`], encoded once
 //!   per [`encoding`] ([`shared`]); [`requests`] serves the HTTP API's
 //!   methods over the WebSocket; [`logs`] forwards the process's log
-//!   lines, [`protocol`] defines the messages, [`errors`] the HTTP error
-//!   shape.
+//!   lines, [`protocol`] defines the messages, [`answers`] the HTTP
+//!   answers' bodies, [`openapi`] the document describing the routes
+//!   (`/openapi.json`), [`errors`] the HTTP error shape, [`security`] the checks in front of every route (Host, Origin,
+//!   CORS, form bodies, rate limit).
 //!
 //! The server itself runs on its own actix-web worker threads; the actor
 //! only owns its lifetime, on an arbiter of its own (so that the monitor
@@ -20,15 +22,18 @@
 //! it). The supervisor owns shutdown, so the server
 //! installs no signal handlers.
 
+pub mod answers;
 pub mod assets;
 pub mod broadcast;
 pub mod encoding;
 pub mod errors;
 pub mod http;
 pub mod logs;
+pub mod openapi;
 pub mod outbox;
 pub mod protocol;
 pub mod requests;
+pub mod security;
 pub mod shared;
 pub mod topics;
 pub mod ws;
@@ -46,6 +51,8 @@ use tokio::sync::watch;
 
 use self::broadcast::Broadcaster;
 use self::logs::LogHistory;
+pub use self::security::GatewaySettings;
+use self::security::Security;
 use self::ws::SessionClosing;
 use crate::control::Control;
 use crate::lifecycle::{
@@ -73,6 +80,9 @@ pub struct GatewayDeps {
     pub broadcaster: Broadcaster,
     /// Recent log lines, sent to each client on connect.
     pub logs: LogHistory,
+    /// Who may call the gateway and how often, from the config that ran
+    /// when the gateway started: a change applies at its next start.
+    pub settings: Arc<GatewaySettings>,
 }
 
 /// A bound HTTP server, not yet started, with what its [`Gateway`] needs
@@ -84,6 +94,7 @@ pub struct BoundServer {
     /// signal when a graceful stop begins, and without one every open
     /// WebSocket would hold a stop for the full [`SHUTDOWN_TIMEOUT_S`].
     close_sessions: watch::Sender<bool>,
+    threads: ServerThreads,
 }
 
 impl BoundServer {
@@ -122,11 +133,19 @@ pub fn serve_listener(
     let (close_sessions, closing) = watch::channel(false);
     let closing = SessionClosing(closing);
     let bound = listener.local_addr()?;
+    // One for all workers, so the rate limit is per client, not per worker.
+    let security = Arc::new(Security::new(&deps.settings));
+    let threads = ServerThreads::default();
+    let workers_seen = threads.clone();
     let server = HttpServer::new(move || {
+        // The factory runs once on each worker's thread.
+        workers_seen.add_current();
         let deps = deps.clone();
         let closing = closing.clone();
-        App::new().configure(move |cfg| http::configure(cfg, deps, closing))
+        let security = security.clone();
+        App::new().configure(move |cfg| http::configure(cfg, deps, closing, security))
     })
+    .on_connect(set_up_connection)
     .disable_signals()
     .workers(workers.max(1))
     .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
@@ -135,7 +154,82 @@ pub fn serve_listener(
         server: server.run(),
         addr: bound,
         close_sessions,
+        threads,
     })
+}
+
+/// The threads of one HTTP server's workers, for its CPU time. Inside an
+/// actix System (as the supervisor runs it) the workers are arbiters named
+/// like every other arbiter, so they are recognised by id, recorded as each
+/// one starts; the acceptor thread is recognised by its name.
+#[derive(Clone, Default)]
+struct ServerThreads(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl ServerThreads {
+    /// Records the calling thread (Linux: its id under `/proc/self/task`).
+    fn add_current(&self) {
+        // `/proc/thread-self` links to `<pid>/task/<tid>`.
+        let Ok(link) = std::fs::read_link("/proc/thread-self") else {
+            return;
+        };
+        if let Some(tid) = link.file_name().and_then(|n| n.to_str()) {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(tid.to_owned());
+        }
+    }
+
+    /// CPU seconds (user + system) of the server's workers and of the
+    /// process's acceptor threads (Linux only; with several servers in one
+    /// process, as in tests, the acceptors of all).
+    fn cpu_seconds(&self) -> Option<f64> {
+        let workers = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut total = 0.0;
+        for task in std::fs::read_dir("/proc/self/task").ok()? {
+            let task = task.ok()?;
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue; // the thread ended meanwhile
+            };
+            let Some((name, seconds)) = stat_cpu_seconds_named(&stat) else {
+                continue;
+            };
+            let tid = task.file_name();
+            if name.starts_with("actix-server") || workers.iter().any(|w| tid == w.as_str()) {
+                total += seconds;
+            }
+        }
+        Some(total)
+    }
+}
+
+/// Kernel send buffer of one client connection. Linux grows a socket's
+/// send buffer up to `net.ipv4.tcp_wmem`'s maximum (4 MiB by default) when
+/// the peer does not read, so a thousand stuck WebSocket clients could pin
+/// gigabytes of kernel memory; capped, a stuck client's sends block after
+/// this much and its session ends at [`ws::SEND_TIMEOUT`]. 256 KiB still
+/// fills a 20 Mbit/s link at 100 ms round trip.
+pub const CLIENT_SEND_BUFFER: usize = 256 * 1024;
+
+/// Sets up each accepted connection: its send buffer capped at
+/// [`CLIENT_SEND_BUFFER`], and `TCP_NODELAY`, because a WebSocket frame is
+/// a whole message that should leave at once: with Nagle's algorithm a
+/// small frame behind an unacknowledged one waits for the peer's delayed
+/// ACK (40 ms on Linux), which the fan-out benchmark showed as the p99.
+fn set_up_connection(connection: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let socket = socket2::SockRef::from(stream);
+        if let Err(error) = socket.set_send_buffer_size(CLIENT_SEND_BUFFER) {
+            tracing::debug!(%error, "send buffer not limited");
+        }
+        if let Err(error) = socket.set_tcp_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+    }
 }
 
 /// The supervised actor around the HTTP server.
@@ -150,6 +244,7 @@ pub struct Gateway {
     /// Set once asked to stop: the server ending is then expected.
     stopping: bool,
     cpu: CpuMeter,
+    threads: ServerThreads,
 }
 
 impl Gateway {
@@ -170,12 +265,13 @@ impl Gateway {
             close_sessions: bound.close_sessions,
             stopping: false,
             cpu: CpuMeter::default(),
+            threads: bound.threads,
         }
     }
 
     fn heartbeat(&mut self) {
         let metrics = GatewayMetrics {
-            common: CommonMetrics::now(self.cpu.sample_from(server_cpu_seconds())),
+            common: CommonMetrics::now(self.cpu.sample_from(self.threads.cpu_seconds())),
             clients: self.broadcaster.clients(),
             published: self.broadcaster.published(),
             address: self.addr.to_string(),
@@ -269,24 +365,6 @@ impl Handler<StopGateway> for Gateway {
                 }),
         )
     }
-}
-
-/// CPU seconds (user + system) of the process's `actix-server …` threads,
-/// where all the gateway's work happens (Linux only; with several servers in
-/// one process, as in tests, it counts them all).
-fn server_cpu_seconds() -> Option<f64> {
-    let mut total = 0.0;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let Ok(stat) = std::fs::read_to_string(task.ok()?.path().join("stat")) else {
-            continue; // the thread ended meanwhile
-        };
-        if let Some((name, seconds)) = stat_cpu_seconds_named(&stat) {
-            if name.starts_with("actix-server") {
-                total += seconds;
-            }
-        }
-    }
-    Some(total)
 }
 
 #[cfg(test)]

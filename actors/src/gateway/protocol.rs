@@ -119,7 +119,7 @@ pub struct CommandResult {
 }
 
 /// An error, as in every HTTP error body: `{"code": "...", "message": "..."}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code (`bad_request`, `unknown_exchange`, …).
     pub code: String,

@@ -22,7 +22,8 @@
 //! | `completeness` | `exchange?`, `symbol?`, `interval?` | `GET /completeness` |
 //!
 //! The mutating methods need what the mutating routes need: the
-//! `api_token` when one is set, presented when the WebSocket connected.
+//! `api_token` when one is set, presented when the WebSocket connected;
+//! without one, a loopback peer.
 //!
 //! An array answer longer than [`CHUNK_ITEMS`] is sent in several
 //! responses (`chunk` 0, 1, …, the final one `last: true`), each queued on
@@ -38,6 +39,7 @@ use super::http::{
     status_value, toggle_value, CompletenessParams, OhlcvParams,
 };
 use super::protocol::{Reply, ReplyError};
+use super::ws::Credential;
 use super::GatewayDeps;
 
 /// Items of an array answer per response frame. 1000 candles are about
@@ -162,21 +164,28 @@ impl Method {
     }
 }
 
-/// Runs `method` with `params` for a client that presented `credential`.
+/// Runs `method` with `params` for the client of `credential`.
 ///
 /// # Errors
 /// What the HTTP route would answer, and 400 `bad_request` for params that
 /// are not an object of the method's parameters.
 pub(crate) async fn call(
     deps: &GatewayDeps,
-    credential: Option<&[u8]>,
+    credential: &Credential,
     method: Method,
     params: Value,
 ) -> Result<Value, ApiError> {
     let params = params_object(method, params)?;
     if method.mutates() {
         let what = format!("the {} request", method.name());
-        authorize(deps, credential, &what, WS_TOKEN_HINT).await?;
+        authorize(
+            deps,
+            credential.token.as_deref(),
+            credential.peer,
+            &what,
+            WS_TOKEN_HINT,
+        )
+        .await?;
     }
     match method {
         Method::Ohlcv => {

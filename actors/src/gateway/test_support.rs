@@ -16,7 +16,7 @@ use tempfile::TempDir;
 
 use super::broadcast::Broadcaster;
 use super::logs::LogHistory;
-use super::GatewayDeps;
+use super::{GatewayDeps, GatewaySettings};
 use crate::control::{ApplyReport, ChildStatus, Control, ControlError, StatusReport};
 use crate::lifecycle::{ChildExited, ChildId, Heartbeat, HeartbeatSink, LifeGuard};
 use crate::storage::{spawn_storage, StorageChannels, StorageSettings};
@@ -239,6 +239,7 @@ pub(crate) fn harness() -> Harness {
             storage: channels.handle(),
             broadcaster: Broadcaster::new(),
             logs: LogHistory::default(),
+            settings: Arc::new(GatewaySettings::default()),
         },
         control,
         exits,

@@ -15,15 +15,17 @@
 //! - publishers only push into the client's bounded [`Outbox`], where
 //!   updates of one candle coalesce; a client that falls too far behind
 //!   anyway is closed with `1013` and a reason;
-//! - candle updates go out as they come while the client keeps up; once
-//!   they pile up, at most once per [`CANDLE_BATCH_INTERVAL`], whatever
-//!   accumulated meanwhile together, as one `candles` frame to a subscribed
-//!   client (the seed's firehose client gets one `candle` frame per
-//!   update, as before);
+//! - candle updates go out as they come, up to a burst of
+//!   [`CANDLE_BURST`] frames; beyond it, at a flood, one frame per
+//!   [`CANDLE_BATCH_INTERVAL`] holds whatever accumulated meanwhile, as one
+//!   `candles` frame to a subscribed client (the seed's firehose client
+//!   gets one `candle` frame per update, as before);
 //! - a send that fails, or that the client does not take within
 //!   [`SEND_TIMEOUT`], ends the session and nothing else;
 //! - commands and requests run concurrently with the sending (at most
-//!   [`MAX_COMMANDS_IN_FLIGHT`] at once), and answer in the order asked.
+//!   [`MAX_COMMANDS_IN_FLIGHT`] at once), count against the client
+//!   address's rate limit like HTTP requests, and answer in the order
+//!   asked.
 //!
 //! The server pings every [`PING_INTERVAL`] and closes a client it has not
 //! heard from for [`CLIENT_TIMEOUT`]. A gateway that stops sends every
@@ -67,6 +69,7 @@ use super::http::{authorize, bearer_token, restart_value, series_value, status_v
 use super::outbox::Queued;
 use super::protocol::{ClientMessage, Command, CommandResult, ErrorBody, Reply, ServerMessage};
 use super::requests::{self, error_reply, reply_frames, Method, WS_TOKEN_HINT};
+use super::security::Security;
 use super::shared::candle_batch;
 use super::topics::Topic;
 use super::GatewayDeps;
@@ -98,20 +101,30 @@ pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// supervisor or storage thread work, so the excess is refused.
 pub const MAX_COMMANDS_IN_FLIGHT: usize = 4;
 
-/// How often candle updates go to one client at most once they pile up:
-/// about a screen refresh. A client that keeps up gets each update at once;
-/// when several were waiting at a send (the client or the gateway is
-/// behind), the next frame waits this long, and what arrives meanwhile
-/// (coalesced per candle in the outbox) leaves together.
+/// How often, at a sustained flood, candle frames go to one client: about
+/// a screen refresh. Updates that arrive meanwhile wait in the outbox
+/// (coalesced per candle) and leave together. A client gets
+/// [`CANDLE_BURST`] frames at once before the pace applies, so updates at
+/// a UI's rates (a few per second per series, several series at the same
+/// moment) go out the moment they come.
 pub const CANDLE_BATCH_INTERVAL: Duration = Duration::from_millis(16);
 
-/// WebSocket clients served at once, until the config's `max_clients`
-/// reaches the gateway.
-pub const MAX_CLIENTS: usize = 256;
+/// Candle frames a client may get back to back before they are paced at
+/// [`CANDLE_BATCH_INTERVAL`]: a token bucket of this size, refilled one
+/// frame per interval.
+pub const CANDLE_BURST: f64 = 4.0;
 
-/// The token a client presented when it connected, kept for the session's
-/// `reload` commands. `None` if it presented none.
-type Credential = Option<Arc<[u8]>>;
+/// Who the client is, kept for the session's mutating commands (`reload`):
+/// the token it presented when it connected (`None` if none) and the
+/// address it connects from (without an `api_token`, only loopback peers
+/// may change things).
+#[derive(Clone)]
+pub(crate) struct Credential {
+    /// The token presented.
+    pub(crate) token: Option<Arc<[u8]>>,
+    /// The peer's address.
+    pub(crate) peer: Option<std::net::IpAddr>,
+}
 
 /// The query string of `/ws`; other parameters are ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -128,25 +141,41 @@ struct WsParams {
 pub(crate) struct SessionClosing(pub(crate) watch::Receiver<bool>);
 
 /// `GET /ws`: upgrades the connection and starts the session task.
+#[utoipa::path(get, path = "/ws", tag = "websocket",
+    description = "The WebSocket: live candles, topic subscriptions, the HTTP API's methods as requests, JSON or MessagePack frames. The protocol is in the README, section \"WebSocket API (/ws)\".",
+    params(
+        ("token" = Option<String>, Query, description = "The `api_token`, for clients that cannot set `Authorization` (browsers); the header wins"),
+        ("format" = Option<String>, Query, description = "`json` (the default) or `msgpack`; or ask with the `Sec-WebSocket-Protocol` header")
+    ),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket session starts"),
+        (status = 400, description = "`bad_request`: not a WebSocket upgrade, or a bad query string; `bad_format`: a `format` other than json or msgpack", body = super::errors::Envelope),
+        (status = 503, description = "`too_many_clients`: `max_clients` are connected", body = super::errors::Envelope)
+    ))]
 pub(crate) async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
     deps: web::Data<GatewayDeps>,
     closing: web::Data<SessionClosing>,
+    security: web::Data<Security>,
 ) -> Result<HttpResponse, ApiError> {
     let params = web::Query::<WsParams>::from_query(req.query_string())
         .map_err(|error| ApiError::bad_request("bad_request", format!("query string: {error}")))?
         .into_inner();
     let (encoding, protocol) = Encoding::negotiate(params.format.as_deref(), req.headers())?;
     // The header wins over the query; an empty value counts as none.
-    let credential: Credential = bearer_token(req.headers())
+    let token = bearer_token(req.headers())
         .map(<[u8]>::to_vec)
         .or_else(|| params.token.map(String::into_bytes))
         .filter(|token| !token.is_empty())
         .map(Arc::from);
+    let credential = Credential {
+        token,
+        peer: req.peer_addr().map(|addr| addr.ip()),
+    };
     let client = deps
         .broadcaster
-        .register(encoding, MAX_CLIENTS)
+        .register(encoding, deps.settings.max_clients as usize)
         .map_err(|full| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -174,9 +203,21 @@ pub(crate) async fn upgrade(
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let deps = deps.get_ref().clone();
     let closing = closing.0.clone();
+    let security = security.into_inner();
     actix_web::rt::spawn(async move {
         tracing::debug!(%peer, ?encoding, "websocket client connected");
-        let end = run(deps, credential, client, session.clone(), stream, closing).await;
+        let me = Connection {
+            deps,
+            credential,
+            security,
+            encoding: client.outbox().encoding(),
+            client,
+            subscribed: false,
+            replies: FuturesOrdered::new(),
+            candle_budget: CANDLE_BURST,
+            budget_at: Instant::now(),
+        };
+        let end = me.run(session.clone(), stream, closing).await;
         tracing::debug!(%peer, reason = end.describe(), "websocket client left");
         if let Some(reason) = end.close_reason() {
             // The client may be gone or stuck already; nothing more to do
@@ -252,29 +293,6 @@ impl End {
     }
 }
 
-/// Runs a session; returns why it ended.
-async fn run(
-    deps: GatewayDeps,
-    credential: Credential,
-    client: Client,
-    session: Session,
-    stream: AggregatedMessageStream,
-    closing: watch::Receiver<bool>,
-) -> End {
-    let mut me = Connection {
-        deps,
-        credential,
-        encoding: client.outbox().encoding(),
-        client,
-        subscribed: false,
-        replies: FuturesOrdered::new(),
-    };
-    match me.serve(session, stream, closing).await {
-        Ok(never) => match never {},
-        Err(end) => end,
-    }
-}
-
 /// Answers still being computed, in the order asked.
 type Replies = FuturesOrdered<LocalBoxFuture<'static, Vec<Frame>>>;
 
@@ -282,15 +300,34 @@ type Replies = FuturesOrdered<LocalBoxFuture<'static, Vec<Frame>>>;
 struct Connection {
     deps: GatewayDeps,
     credential: Credential,
+    /// The rate limit the client's requests count against.
+    security: Arc<Security>,
     encoding: Encoding,
     client: Client,
     /// Whether the client ever subscribed or unsubscribed: it then gets
     /// batched `candles` frames instead of the seed's single `candle`s.
     subscribed: bool,
     replies: Replies,
+    /// Candle frames the client may get now (see [`CANDLE_BURST`]), as of
+    /// `budget_at`.
+    candle_budget: f64,
+    budget_at: Instant,
 }
 
 impl Connection {
+    /// Runs the session; returns why it ended.
+    async fn run(
+        mut self,
+        session: Session,
+        stream: AggregatedMessageStream,
+        closing: watch::Receiver<bool>,
+    ) -> End {
+        match self.serve(session, stream, closing).await {
+            Ok(never) => match never {},
+            Err(end) => end,
+        }
+    }
+
     /// The session loop; it only ever ends with an [`End`].
     async fn serve(
         &mut self,
@@ -361,8 +398,12 @@ impl Connection {
     /// updates if their interval has come. Leaves the rest for the next
     /// round (waking itself), so that a long answer never holds back the
     /// live updates.
-    async fn flush(&self, session: &mut Session, next_candles: &mut Instant) -> Result<(), End> {
-        let outbox = self.client.outbox();
+    async fn flush(
+        &mut self,
+        session: &mut Session,
+        next_candles: &mut Instant,
+    ) -> Result<(), End> {
+        let outbox = self.client.outbox().clone();
         let drained = outbox.take_messages(MESSAGES_PER_ROUND);
         if let Some(why) = drained.overflowed {
             return Err(End::FellBehind(why));
@@ -376,29 +417,38 @@ impl Connection {
                 send_frame(session, frame).await?;
             }
         }
-        if Instant::now() >= *next_candles {
+        if outbox.has_candles() && self.take_candle_frame(next_candles) {
             let candles = outbox.take_candles();
-            if !candles.is_empty() {
-                if self.subscribed && candles.len() > 1 {
-                    send_frame(session, candle_batch(self.encoding, &candles)).await?;
-                } else {
-                    for frame in candles.iter().filter_map(|c| c.frame(self.encoding)) {
-                        send_frame(session, frame).await?;
-                    }
+            if self.subscribed && candles.len() > 1 {
+                send_frame(session, candle_batch(self.encoding, &candles)).await?;
+            } else {
+                for frame in candles.iter().filter_map(|c| c.frame(self.encoding)) {
+                    send_frame(session, frame).await?;
                 }
-                // One update means the client keeps up: the next goes at
-                // once too. Several had piled up: pace the next frame.
-                *next_candles = if candles.len() > 1 {
-                    Instant::now() + CANDLE_BATCH_INTERVAL
-                } else {
-                    Instant::now()
-                };
             }
         }
         if outbox.has_messages() {
             outbox.wake();
         }
         Ok(())
+    }
+
+    /// Takes one candle frame from the client's budget, if there is one;
+    /// otherwise sets `next_candles` to when there will be.
+    fn take_candle_frame(&mut self, next_candles: &mut Instant) -> bool {
+        let now = Instant::now();
+        let refill =
+            now.duration_since(self.budget_at).as_secs_f64() / CANDLE_BATCH_INTERVAL.as_secs_f64();
+        self.candle_budget = (self.candle_budget + refill).min(CANDLE_BURST);
+        self.budget_at = now;
+        if self.candle_budget >= 1.0 {
+            self.candle_budget -= 1.0;
+            *next_candles = now;
+            true
+        } else {
+            *next_candles = now + CANDLE_BATCH_INTERVAL.mul_f64(1.0 - self.candle_budget);
+            false
+        }
     }
 
     /// Queues a message for this client alone, in its encoding.
@@ -481,10 +531,13 @@ impl Connection {
         if self.replies.len() >= MAX_COMMANDS_IN_FLIGHT {
             return self.queue(&error_reply(&id, &busy()));
         }
+        if let Err(refused) = self.security.admit(self.credential.peer) {
+            return self.queue(&error_reply(&id, &refused));
+        }
         let (deps, credential, encoding) =
             (self.deps.clone(), self.credential.clone(), self.encoding);
         self.replies.push_back(Box::pin(async move {
-            let outcome = requests::call(&deps, credential.as_deref(), method, params).await;
+            let outcome = requests::call(&deps, &credential, method, params).await;
             reply_frames(encoding, &id, outcome)
         }));
     }
@@ -507,6 +560,9 @@ impl Connection {
         };
         if self.replies.len() >= MAX_COMMANDS_IN_FLIGHT {
             return self.queue(&failed(name.trim().to_owned(), &busy()));
+        }
+        if let Err(refused) = self.security.admit(self.credential.peer) {
+            return self.queue(&failed(name.trim().to_owned(), &refused));
         }
         let (deps, credential, encoding) =
             (self.deps.clone(), self.credential.clone(), self.encoding);
@@ -591,7 +647,8 @@ async fn run_command(deps: GatewayDeps, credential: Credential, command: Command
 async fn reload(deps: &GatewayDeps, credential: &Credential) -> Result<Value, ApiError> {
     authorize(
         deps,
-        credential.as_deref(),
+        credential.token.as_deref(),
+        credential.peer,
         "the reload command",
         WS_TOKEN_HINT,
     )

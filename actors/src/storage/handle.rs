@@ -53,7 +53,7 @@ pub enum StorageRequestError {
 /// Counters of the storage thread, for `/status` and `worker_metrics`
 /// (inside [`StorageMetrics`](crate::metrics::StorageMetrics), hence its
 /// camelCase keys).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageStats {
     /// Candle updates waiting to be written.

@@ -706,3 +706,68 @@ async fn a_messagepack_client_gets_the_same_messages_in_binary_frames_and_long_a
         .await
         .unwrap();
 }
+
+#[actix_web::test]
+async fn clients_beyond_max_clients_are_answered_503_until_one_leaves() {
+    let mut h = harness();
+    h.deps.settings = std::sync::Arc::new(crate::gateway::security::GatewaySettings {
+        max_clients: 1,
+        ..Default::default()
+    });
+    let (gateway, addr) = start_gateway(&h);
+    let first = connect(addr).await;
+    let refused = awc::Client::new()
+        .ws(format!("ws://{addr}/ws"))
+        .connect()
+        .await;
+    match refused {
+        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
+            assert_eq!(status.as_u16(), 503)
+        }
+        other => panic!("expected a 503, got {:?}", other.map(|(r, _)| r.status())),
+    }
+    drop(first);
+    eventually("the first client to leave", || {
+        (h.deps.broadcaster.clients() == 0).then_some(())
+    })
+    .await;
+    let _second = connect(addr).await;
+    within("the gateway to stop", gateway.send(StopGateway))
+        .await
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn requests_over_the_websocket_count_against_the_address_rate_limit() {
+    let mut h = harness();
+    h.deps.settings = std::sync::Arc::new(crate::gateway::security::GatewaySettings {
+        rate_limit: 1, // bursts of 2: the upgrade and one request
+        ..Default::default()
+    });
+    let (gateway, addr) = start_gateway(&h);
+    let mut client = connect(addr).await;
+    for id in 1..=3 {
+        send_json(
+            &mut client,
+            json!({"type":"request","id":id,"method":"status"}),
+        )
+        .await;
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    while answers.len() < 3 {
+        let answer = next_non_log(&mut client).await;
+        answers.insert(answer["id"].as_i64().unwrap(), answer);
+    }
+    assert_eq!(answers[&1]["type"], "response", "{}", answers[&1]);
+    for id in [2, 3] {
+        assert_eq!(
+            answers[&id]["error"]["code"], "rate_limited",
+            "{}",
+            answers[&id]
+        );
+        assert_eq!(answers[&id]["error"]["status"], 429);
+    }
+    within("the gateway to stop", gateway.send(StopGateway))
+        .await
+        .unwrap();
+}
