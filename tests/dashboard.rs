@@ -141,8 +141,20 @@ fn simulated_running(collector: &Collector) -> bool {
         .is_some_and(|child| child["state"] == "running")
 }
 
+/// Bound of the whole browser test: every wait in it has its own timeout,
+/// but a DevTools call whose answer never comes (a navigation Chromium
+/// never reports done) would otherwise hang the run; it takes 10 to 20 s.
+const WHOLE_TEST: Duration = Duration::from_secs(240);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_live_candles_and_workers_and_toggles_an_exchange() {
+    tokio::time::timeout(WHOLE_TEST, dashboard_in_chromium())
+        .await
+        .expect("the browser test finished within its bound");
+}
+
+/// The test itself, run under [`WHOLE_TEST`].
+async fn dashboard_in_chromium() {
     // 50 updates/s per series: the open candle changes many times a second.
     let collector = Collector::start(&simulated_config(|c| {
         c["exchanges"]["simulated"]["simulation"]["updates_per_second"] = json!(50);
