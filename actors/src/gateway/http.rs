@@ -16,6 +16,7 @@
 //! | `GET /completeness?exchange&symbol&interval` | per stored series: expected, stored and missing candles, exchange holes, age of the newest closed candle |
 //! | `GET /openapi.json` | the OpenAPI description of these routes (see [`super::openapi`]) |
 //! | `GET /ws` | the WebSocket (see [`super::ws`]) |
+//! | `GET /`, `/client.js`, `/assets/{name}` | the dashboard (see [`super::assets`]) |
 //!
 //! [`ROUTES`] lists every path and its methods; the routes are registered
 //! from it, and the tests hold the OpenAPI document to it.
@@ -116,6 +117,7 @@ pub(crate) fn configure(
         .app_data(json_config())
         .app_data(path_config())
         .app_data(query_config())
+        .configure(|cfg| super::assets::configure(cfg, &security))
         .service(
             routes().wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
                 guard(security.clone(), req, next)

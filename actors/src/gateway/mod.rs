@@ -5,6 +5,8 @@
 //! - [`Gateway`] is the supervised actor around it: it drives the server,
 //!   reports an unexpected end of the server as an early stop, sends
 //!   heartbeats, and stops the server gracefully on [`StopGateway`];
+//! - [`assets`] serves the dashboard at `/` and the browser client at
+//!   `/client.js`, embedded in the binary;
 //! - [`broadcast`] fans server messages out to the clients whose
 //!   [`topics`] match, into each client's bounded [`outbox`], encoded once
 //!   per [`encoding`] ([`shared`]); [`requests`] serves the HTTP API's
@@ -21,6 +23,7 @@
 //! installs no signal handlers.
 
 pub mod answers;
+pub mod assets;
 pub mod broadcast;
 pub mod encoding;
 pub mod errors;
