@@ -23,7 +23,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::errors::ApiError;
+use super::errors::{ApiError, Envelope};
 use super::security::{guard, Security};
 
 /// The policy of every asset. `default-src 'self'` keeps every kind of
@@ -135,15 +135,35 @@ fn etags() -> &'static [String] {
 /// [`guard`] (rate limit, `Host` check), so that a flood or a rebound
 /// host name meets the same refusals here as on the API routes.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig, security: &Arc<Security>) {
-    cfg.service(get_or_head("/", security, |req: HttpRequest| async move {
-        serve(&req, INDEX)
-    }))
-    .service(get_or_head(
-        "/client.js",
-        security,
-        |req: HttpRequest| async move { serve(&req, CLIENT) },
-    ))
-    .service(get_or_head("/assets/{name}", security, named));
+    cfg.service(get_or_head(ROUTES[0].0, security, index))
+        .service(get_or_head(ROUTES[1].0, security, client))
+        .service(get_or_head(ROUTES[2].0, security, named));
+}
+
+/// The dashboard's routes and the methods documented for them (each also
+/// answers `HEAD`), as [`configure`] registers them and the OpenAPI
+/// document lists them.
+pub(crate) const ROUTES: &[(&str, &[&str])] = &[
+    ("/", &["GET"]),
+    ("/client.js", &["GET"]),
+    ("/assets/{name}", &["GET"]),
+];
+
+/// The dashboard page.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    responses((status = 200, description = "The dashboard, an HTML page", content_type = "text/html"),
+        (status = 304, description = "Unchanged since the `ETag` given in `If-None-Match`")))]
+pub(super) async fn index(req: HttpRequest) -> HttpResponse {
+    serve(&req, INDEX)
+}
+
+/// The JavaScript client module the dashboard uses (see the README's
+/// "Dashboard" section).
+#[utoipa::path(get, path = "/client.js", tag = "dashboard",
+    responses((status = 200, description = "An ES module", content_type = "text/javascript"),
+        (status = 304, description = "Unchanged since the `ETag` given in `If-None-Match`")))]
+pub(super) async fn client(req: HttpRequest) -> HttpResponse {
+    serve(&req, CLIENT)
 }
 
 /// A resource answering GET and HEAD (a HEAD answer has the headers of the
@@ -183,7 +203,16 @@ where
         }))
 }
 
-async fn named(req: HttpRequest, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+/// A file the dashboard loads (its script, styles and vendored libraries).
+#[utoipa::path(get, path = "/assets/{name}", tag = "dashboard",
+    params(("name" = String, Path, description = "The file's name, e.g. `dashboard.js`")),
+    responses((status = 200, description = "The file, with its content type"),
+        (status = 304, description = "Unchanged since the `ETag` given in `If-None-Match`"),
+        (status = 404, description = "No such file", body = Envelope)))]
+pub(super) async fn named(
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     // `index.html` and `client.js` live at their own routes only, so that
     // each file has one address (and one cache entry).
     match ASSETS

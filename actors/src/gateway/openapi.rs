@@ -21,12 +21,14 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::assets;
 use super::errors::Envelope;
 use super::http;
 use super::ws;
 use crate::metrics::WorkerMetrics;
 
-/// The document: every route of [`http::ROUTES`], with its schemas.
+/// The document: every route of [`http::ROUTES`] and
+/// [`assets::ROUTES`], with its schemas.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -51,6 +53,9 @@ use crate::metrics::WorkerMetrics;
         http::completeness,
         document,
         ws::upgrade,
+        assets::index,
+        assets::client,
+        assets::named,
     ),
     // Referenced by `ChildStatus::metrics`' hand-written schema, which the
     // derive cannot follow.
