@@ -65,6 +65,7 @@ use anyhow::{bail, ensure, Context as _};
 use clap::Parser;
 use ohlcv_actors::metrics::{DatasourceMetrics, GatewayMetrics, StorageMetrics};
 use ohlcv_fake_exchanges::{FakeExchange, FakeOptions, Venue};
+use ohlcv_harness::machine::{load_average, Machine};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tungstenite::stream::MaybeTlsStream;
@@ -401,46 +402,6 @@ fn config(options: &Options, fake: Option<&FakeExchange>) -> Value {
         // collector, not the rate limit.
         "rate_limit": 0
     })
-}
-
-/// The host, noted with every figure.
-struct Machine {
-    cores: usize,
-    model: String,
-    load_before: String,
-}
-
-impl Machine {
-    fn observe() -> Machine {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|info| {
-                info.lines()
-                    .find(|line| line.starts_with("model name"))
-                    .and_then(|line| line.split_once(':'))
-                    .map(|(_, model)| model.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown CPU".into());
-        Machine {
-            cores,
-            model,
-            load_before: load_average(),
-        }
-    }
-}
-
-/// The 1/5/15-minute load averages, or `?`.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|| "?".into())
 }
 
 // ---------------------------------------------------------------------------

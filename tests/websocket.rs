@@ -7,56 +7,13 @@ mod common;
 use std::collections::HashMap;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
-use common::{wait_for, Collector, PATIENCE};
+use common::{wait_for, Collector, WsClient, PATIENCE};
 use serde_json::{json, Value};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
-
-/// A raw client on `path` with a read timeout, so a test never hangs.
-fn open(collector: &Collector, path: &str) -> Socket {
-    let stream = TcpStream::connect(collector.addr).expect("connect");
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let (socket, _) = tungstenite::client(
-        format!("ws://{}{path}", collector.addr),
-        MaybeTlsStream::Plain(stream),
-    )
-    .expect("websocket handshake");
-    let MaybeTlsStream::Plain(stream) = socket.get_ref() else {
-        unreachable!("a plain connection")
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    socket
-}
-
-/// The next message (JSON text or MessagePack binary), if one arrives
-/// within the read timeout.
-fn next(socket: &mut Socket) -> Option<Value> {
-    match socket.read() {
-        Ok(Message::Text(text)) => Some(serde_json::from_str(text.as_str()).expect("JSON")),
-        Ok(Message::Binary(bytes)) => Some(rmp_serde::from_slice(&bytes).expect("MessagePack")),
-        Ok(_) => None,
-        Err(tungstenite::Error::Io(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            None
-        }
-        Err(e) => panic!("websocket error: {e}"),
-    }
-}
-
-/// Reads until a message satisfies `pred`.
-fn next_where(socket: &mut Socket, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
-    wait_for(what, PATIENCE, || next(socket).filter(|m| pred(m)))
-}
 
 fn send(socket: &mut Socket, message: &Value) {
     socket
@@ -76,12 +33,11 @@ fn updates(message: &Value) -> Vec<Value> {
 #[test]
 fn a_window_gets_its_series_only_and_reads_its_history_by_request() {
     let collector = Collector::start(&common::simulated_config(|_| {}));
-    let mut window = open(&collector, "/ws");
-    send(
-        &mut window,
+    let mut window = collector.ws();
+    window.send(
         &json!({"type":"subscribe","id":"chart-1","topics":["candles:simulated:ETHUSDT:1m"]}),
     );
-    let ack = next_where(&mut window, "the subscription's answer", |m| {
+    let ack = window.wait_for("the subscription's answer", PATIENCE, |m| {
         m["type"] == "response"
     });
     assert_eq!(ack["id"], "chart-1");
@@ -90,12 +46,9 @@ fn a_window_gets_its_series_only_and_reads_its_history_by_request() {
         json!(["candles:simulated:ETHUSDT:1m"])
     );
 
-    send(
-        &mut window,
-        &json!({"type":"request","id":2,"method":"ohlcv",
-                "params":{"exchange":"simulated","symbol":"ETHUSDT","interval":"1m","limit":50}}),
-    );
-    let history = next_where(&mut window, "the history", |m| m["id"] == 2);
+    window.send(&json!({"type":"request","id":2,"method":"ohlcv",
+            "params":{"exchange":"simulated","symbol":"ETHUSDT","interval":"1m","limit":50}}));
+    let history = window.wait_for("the history", PATIENCE, |m| m["id"] == 2);
     assert_eq!(history["type"], "response", "{history}");
     let rows = history["data"].as_array().unwrap();
     assert_eq!(rows.len(), 50, "bootstrap_load is 120");
@@ -109,7 +62,7 @@ fn a_window_gets_its_series_only_and_reads_its_history_by_request() {
     // Live updates of ETHUSDT only, though BTCUSDT moves as fast.
     let mut seen = 0;
     while seen < 20 {
-        let message = next_where(&mut window, "a live update", |m| !updates(m).is_empty());
+        let message = window.wait_for("a live update", PATIENCE, |m| !updates(m).is_empty());
         for update in updates(&message) {
             assert_eq!(update["symbol"], "ETHUSDT", "{message}");
             seen += 1;
@@ -117,14 +70,9 @@ fn a_window_gets_its_series_only_and_reads_its_history_by_request() {
     }
 
     // The same session in MessagePack, by query.
-    let mut packed = open(&collector, "/ws?format=msgpack");
-    packed
-        .send(Message::binary(
-            rmp_serde::to_vec_named(&json!({"type":"request","id":1,"method":"databaseSymbols"}))
-                .unwrap(),
-        ))
-        .unwrap();
-    let series = next_where(&mut packed, "the series list", |m| m["id"] == 1);
+    let mut packed = collector.ws_at("/ws?format=msgpack");
+    packed.send_packed(&json!({"type":"request","id":1,"method":"databaseSymbols"}));
+    let series = packed.wait_for("the series list", PATIENCE, |m| m["id"] == 1);
     let symbols: Vec<&str> = series["data"]
         .as_array()
         .unwrap()
@@ -178,12 +126,9 @@ fn a_thousand_clients_that_never_read_hold_no_memory_and_a_reader_gets_every_lat
         config["rate_limit"] = json!(0);
     }));
 
-    let mut reader = open(&collector, "/ws");
-    send(
-        &mut reader,
-        &json!({"type":"subscribe","id":1,"topics":["candles:simulated:*:1m"]}),
-    );
-    next_where(&mut reader, "the reader's subscription", |m| m["id"] == 1);
+    let mut reader = collector.ws();
+    reader.send(&json!({"type":"subscribe","id":1,"topics":["candles:simulated:*:1m"]}));
+    reader.wait_for("the reader's subscription", PATIENCE, |m| m["id"] == 1);
 
     let before = rss_bytes(collector.pid());
     // The stuck clients connect from a thread while the reader reads: a
@@ -211,7 +156,7 @@ fn a_thousand_clients_that_never_read_hold_no_memory_and_a_reader_gets_every_lat
     });
     let started = std::time::Instant::now();
     wait_for("the stuck clients to connect", 4 * PATIENCE, || {
-        while next(&mut reader).is_some() {}
+        while reader.next().is_some() {}
         connecting.is_finished().then_some(())
     });
     let stuck = connecting.join().expect("connecting thread");
@@ -219,10 +164,10 @@ fn a_thousand_clients_that_never_read_hold_no_memory_and_a_reader_gets_every_lat
 
     // The reader keeps getting updates of every series meanwhile.
     let mut latest: HashMap<String, Value> = HashMap::new();
-    let read_for = |reader: &mut Socket, latest: &mut HashMap<String, Value>, what: &str| {
+    let read_for = |reader: &mut WsClient, latest: &mut HashMap<String, Value>, what: &str| {
         let mut fresh: HashMap<String, i64> = HashMap::new();
         wait_for(what, PATIENCE, || {
-            if let Some(message) = next(reader) {
+            if let Some(message) = reader.next() {
                 for update in updates(&message) {
                     let symbol = update["symbol"].as_str().unwrap().to_owned();
                     *fresh.entry(symbol.clone()).or_default() += 1;
@@ -259,7 +204,7 @@ fn a_thousand_clients_that_never_read_hold_no_memory_and_a_reader_gets_every_lat
             let rows = collector.candles("simulated", symbol, "1m", "?limit=1");
             let row = rows.last()?.clone();
             // Drain what the reader has meanwhile.
-            while let Some(message) = next(&mut reader) {
+            while let Some(message) = reader.next() {
                 for update in updates(&message) {
                     latest.insert(update["symbol"].as_str().unwrap().to_owned(), update);
                 }

@@ -27,6 +27,7 @@ pub mod api;
 pub mod candles;
 mod error;
 pub mod faults;
+pub mod machine;
 pub mod process;
 pub mod report;
 pub mod resources;

@@ -251,15 +251,25 @@ impl Collector {
 
     /// A WebSocket client on `/ws`.
     pub fn ws(&self) -> WsClient {
+        self.ws_at("/ws")
+    }
+
+    /// A WebSocket client on `path` (`/ws?format=msgpack`, …). The
+    /// handshake may take its time; reads after it time out quickly, so a
+    /// test polls.
+    pub fn ws_at(&self, path: &str) -> WsClient {
         let stream = TcpStream::connect(self.addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let (socket, _) = tungstenite::client(
-            format!("ws://{}/ws", self.addr),
+            format!("ws://{}{path}", self.addr),
             MaybeTlsStream::Plain(stream),
         )
         .expect("websocket handshake");
+        if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+        }
         WsClient { socket }
     }
 
@@ -351,11 +361,21 @@ impl WsClient {
         self.socket.send(Message::text(text)).expect("send");
     }
 
-    /// The next JSON message, if one arrives within the read timeout.
+    /// Sends `value` as a MessagePack binary frame.
+    pub fn send_packed(&mut self, value: &Value) {
+        let packed = rmp_serde::to_vec_named(value).expect("MessagePack");
+        self.socket.send(Message::binary(packed)).expect("send");
+    }
+
+    /// The next message (JSON text, or MessagePack binary), if one arrives
+    /// within the read timeout.
     pub fn next(&mut self) -> Option<Value> {
         match self.socket.read() {
             Ok(Message::Text(text)) => {
                 Some(serde_json::from_str(text.as_str()).expect("JSON message"))
+            }
+            Ok(Message::Binary(bytes)) => {
+                Some(rmp_serde::from_slice(&bytes).expect("MessagePack message"))
             }
             Ok(_) => None,
             Err(tungstenite::Error::Io(e))

@@ -35,10 +35,10 @@
 //! Every wait has a deadline; a run lasts `--warmup` + `--seconds`.
 //!
 //! ```sh
-//! cargo run --release -p ohlcv-actors --example fanout                  # 100 and 1000 clients, JSON and MessagePack
-//! cargo run --release -p ohlcv-actors --example fanout -- --clients 100 --format msgpack --rate 5000
-//! cargo run --release -p ohlcv-actors --example fanout -- --clients 100 --topics series --nodelay
-//! cargo run --release -p ohlcv-actors --example fanout -- --help
+//! cargo run --release --example fanout                  # 100 and 1000 clients, JSON and MessagePack
+//! cargo run --release --example fanout -- --clients 100 --format msgpack --rate 5000
+//! cargo run --release --example fanout -- --clients 100 --topics series --nodelay
+//! cargo run --release --example fanout -- --help
 //! ```
 
 use std::cell::RefCell;
@@ -66,6 +66,7 @@ use ohlcv_actors::lifecycle::{
 use ohlcv_actors::storage::StorageChannels;
 use ohlcv_domain::config::{ApiToken, Config, ExchangeConfig};
 use ohlcv_domain::{ExchangeId, Interval, Symbol};
+use ohlcv_harness::machine::{load_average, Machine};
 use ohlcv_storage::rescue::RescueFile;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -1062,44 +1063,4 @@ impl Control for NoSupervisor {
     async fn api_token(&self) -> Result<Option<ApiToken>, ControlError> {
         Err(absent())
     }
-}
-
-/// The host, noted with every figure.
-struct Machine {
-    cores: usize,
-    model: String,
-    load_before: String,
-}
-
-impl Machine {
-    fn observe() -> Machine {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|info| {
-                info.lines()
-                    .find(|line| line.starts_with("model name"))
-                    .and_then(|line| line.split_once(':'))
-                    .map(|(_, model)| model.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown CPU".into());
-        Machine {
-            cores,
-            model,
-            load_before: load_average(),
-        }
-    }
-}
-
-/// The 1/5/15-minute load averages, or `?`.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|| "?".into())
 }
