@@ -382,8 +382,6 @@ pub(crate) async fn config_value(deps: &GatewayDeps) -> Result<Value, ApiError> 
     responses(
         (status = 200, description = "Validated, saved and applied", body = ConfigReplaced),
         (status = 400, description = "`invalid_config`, `faults_not_settable` (the simulated `faults` are set in the file), or `bad_request`", body = Envelope),
-        (status = 401, description = "`unauthorized`: an `api_token` is set and the request presents none (`Authorization: Bearer <api_token>`)", body = Envelope),
-        (status = 403, description = "`forbidden`: the token presented is not the `api_token`, or no `api_token` is set and the peer is not loopback", body = Envelope),
         (status = 413, description = "`payload_too_large`: over 64 KiB", body = Envelope),
         (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope),
         (status = 500, description = "`internal`: the config file could not be written", body = Envelope)
@@ -504,8 +502,6 @@ pub(crate) async fn exchange_symbols_value(
     responses(
         (status = 200, description = "Saved; the datasource reloads and syncs history (`reload_progress`)", body = SymbolsSet),
         (status = 400, description = "`unknown_exchange`, `invalid_symbol`, `unknown_symbol` (not listed by the exchange), `duplicate_symbol`, `too_many_symbols`, `exchange_unavailable` or `bad_request`", body = Envelope),
-        (status = 401, description = "`unauthorized`: an `api_token` is set and the request presents none (`Authorization: Bearer <api_token>`)", body = Envelope),
-        (status = 403, description = "`forbidden`: the token presented is not the `api_token`, or no `api_token` is set and the peer is not loopback", body = Envelope),
         (status = 413, description = "`payload_too_large`: over 64 KiB", body = Envelope),
         (status = 502, description = "`exchange_error`: the listing could not be fetched; nothing saved", body = Envelope),
         (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope)
@@ -533,8 +529,6 @@ pub(crate) async fn set_symbols_value(deps: &GatewayDeps, body: &Value) -> Resul
     responses(
         (status = 200, description = "Saved; the datasource starts or stops", body = ExchangeToggled),
         (status = 400, description = "`unknown_exchange`, `exchange_unavailable`, `invalid_config` or `bad_request`", body = Envelope),
-        (status = 401, description = "`unauthorized`: an `api_token` is set and the request presents none (`Authorization: Bearer <api_token>`)", body = Envelope),
-        (status = 403, description = "`forbidden`: the token presented is not the `api_token`, or no `api_token` is set and the peer is not loopback", body = Envelope),
         (status = 413, description = "`payload_too_large`: over 64 KiB", body = Envelope),
         (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope)
     ))]
@@ -656,8 +650,6 @@ impl From<&Candle> for OhlcvRow {
     responses(
         (status = 200, description = "The config file was re-read and the datasources restarted", body = Restarted),
         (status = 400, description = "`invalid_config`: the file no longer validates; the running config stays", body = Envelope),
-        (status = 401, description = "`unauthorized`: an `api_token` is set and the request presents none (`Authorization: Bearer <api_token>`)", body = Envelope),
-        (status = 403, description = "`forbidden`: the token presented is not the `api_token`, or no `api_token` is set and the peer is not loopback", body = Envelope),
         (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope)
     ))]
 pub(super) async fn restart(deps: Deps) -> Result<HttpResponse, ApiError> {
@@ -678,8 +670,6 @@ pub(crate) async fn restart_value(deps: &GatewayDeps) -> Result<Value, ApiError>
     security((), ("api_token" = [])),
     responses(
         (status = 200, description = "Every candle deleted; the datasources bootstrap history anew", body = Deleted),
-        (status = 401, description = "`unauthorized`: an `api_token` is set and the request presents none (`Authorization: Bearer <api_token>`)", body = Envelope),
-        (status = 403, description = "`forbidden`: the token presented is not the `api_token`, or no `api_token` is set and the peer is not loopback", body = Envelope),
         (status = 503, description = "`unavailable`: the supervisor did not answer in time", body = Envelope),
         (status = 500, description = "`internal`: the database refused", body = Envelope)
     ))]

@@ -8,7 +8,8 @@
 //! the domain's config and ids), so a changed type changes the document.
 //! What every route shares is added once here, by [`SharedResponses`]:
 //! the refusals of the [`security`](super::security) middleware, which
-//! runs in front of every route. A test holds the document's paths and
+//! runs in front of every route, and of the token check in front of every
+//! `POST`. A test holds the document's paths and
 //! methods to [`http::ROUTES`](super::http::ROUTES), the list the server
 //! registers its routes from.
 
@@ -145,6 +146,21 @@ impl Modify for SharedResponses {
                      `Retry-After` says when to try again",
                 );
                 let mutating = method == HttpMethod::Post;
+                if mutating {
+                    // Every POST is behind the token (see `http::protected`).
+                    add(
+                        operation,
+                        "401",
+                        "`unauthorized`: an `api_token` is set and the request presents none \
+                         (`Authorization: Bearer <api_token>`)",
+                    );
+                    add(
+                        operation,
+                        "403",
+                        "`forbidden`: the token presented is not the `api_token`, or no \
+                         `api_token` is set and the peer is not loopback",
+                    );
+                }
                 if mutating || path == "/ws" {
                     add(
                         operation,
