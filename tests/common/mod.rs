@@ -196,6 +196,17 @@ impl Collector {
         (status, response.body_mut().read_json().expect("JSON body"))
     }
 
+    /// GET `path`: status and body as text, whatever its type (the
+    /// dashboard's pages and scripts).
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let mut response = self.agent.get(&self.url(path)).call().expect("GET");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().expect("a text body"),
+        )
+    }
+
     /// POST `body` as JSON to `path`: status and JSON body.
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let mut response = self
