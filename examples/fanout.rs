@@ -37,7 +37,7 @@
 //! ```sh
 //! cargo run --release --example fanout                  # 100 and 1000 clients, JSON and MessagePack
 //! cargo run --release --example fanout -- --clients 100 --format msgpack --rate 5000
-//! cargo run --release --example fanout -- --clients 100 --topics series --nodelay
+//! cargo run --release --example fanout -- --clients 100 --topics series
 //! cargo run --release --example fanout -- --help
 //! ```
 
@@ -170,12 +170,6 @@ struct Args {
     /// Threads the clients run on (one single-threaded runtime each).
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
-    /// Sets `TCP_NODELAY` on the gateways' listening sockets, which the
-    /// accepted connections inherit (Linux): what
-    /// `HttpServer::tcp_nodelay(true)` would do. The gateway itself leaves
-    /// the OS default, Nagle's algorithm on.
-    #[arg(long)]
-    nodelay: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -192,7 +186,7 @@ fn main() -> anyhow::Result<()> {
         machine.cores, machine.model, machine.load_before
     );
     println!(
-        "{} updates/s over {} series, clients subscribed to {}, {} s measured after {} s warmup, {} HTTP workers per gateway{}, clients on {} threads",
+        "{} updates/s over {} series, clients subscribed to {}, {} s measured after {} s warmup, {} HTTP workers per gateway, clients on {} threads",
         args.rate,
         args.series,
         match args.topics {
@@ -202,12 +196,11 @@ fn main() -> anyhow::Result<()> {
         args.seconds,
         args.warmup,
         args.workers,
-        if args.nodelay { " with TCP_NODELAY" } else { "" },
         args.client_threads
     );
 
     let most = args.clients.iter().copied().max().unwrap_or(1);
-    let gateways = Gateways::start(most.div_ceil(MAX_CLIENTS), args.workers, args.nodelay)?;
+    let gateways = Gateways::start(most.div_ceil(MAX_CLIENTS), args.workers)?;
     let formats: &[Format] = match args.format {
         Format::Both => &[Format::Json, Format::Msgpack],
         Format::Json => &[Format::Json],
@@ -875,7 +868,7 @@ struct Gateways {
 }
 
 impl Gateways {
-    fn start(count: usize, workers: usize, nodelay: bool) -> anyhow::Result<Gateways> {
+    fn start(count: usize, workers: usize) -> anyhow::Result<Gateways> {
         let dir = tempfile::tempdir()?;
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -907,11 +900,13 @@ impl Gateways {
                                 ..GatewaySettings::default()
                             }),
                         };
-                        let bound = match listen(nodelay).and_then(|listener| {
-                            let bound = serve_listener(deps, &listener, workers);
-                            listeners.push(listener);
-                            bound
-                        }) {
+                        let bound = match std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(
+                            |listener| {
+                                let bound = serve_listener(deps, &listener, workers);
+                                listeners.push(listener);
+                                bound
+                            },
+                        ) {
                             Ok(bound) => bound,
                             Err(error) => {
                                 let _ = ready_tx.send(Err(error));
@@ -958,44 +953,6 @@ impl Gateways {
         }
         Ok(())
     }
-}
-
-/// A listening socket on a free loopback port, with `TCP_NODELAY` if asked.
-fn listen(nodelay: bool) -> std::io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    if nodelay {
-        set_nodelay(&listener)?;
-    }
-    Ok(listener)
-}
-
-#[cfg(target_os = "linux")]
-fn set_nodelay(listener: &std::net::TcpListener) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let one: libc::c_int = 1;
-    // SAFETY: the descriptor is an open socket for the call's duration, and
-    // the option value is a c_int of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            std::ptr::from_ref(&one).cast(),
-            std::mem::size_of_val(&one) as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_nodelay(_: &std::net::TcpListener) -> std::io::Result<()> {
-    Err(std::io::Error::other(
-        "--nodelay relies on Linux accepted sockets inheriting TCP_NODELAY",
-    ))
 }
 
 /// Takes the gateways' exit reports, which the benchmark does not need.
