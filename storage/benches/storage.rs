@@ -141,5 +141,98 @@ fn queue_push(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, insert_batch, get_candles, queue_push);
+/// Series of the large-table benchmark, and candles each holds at first.
+const LARGE_SERIES: usize = 1_000;
+const LARGE_PER_SERIES: usize = 1_000;
+/// One batch into the large table: a minute of a busy collector's
+/// updates, 60 new candles of each series.
+const LARGE_BATCH_PER_SERIES: usize = 60;
+
+fn large_keys() -> Vec<SeriesKey> {
+    (0..LARGE_SERIES)
+        .map(|i| {
+            let symbol = Symbol::new(&format!("S{i:04}USDT")).expect("valid symbol");
+            SeriesKey::new(ExchangeId::Simulated, symbol, Interval::M1)
+        })
+        .collect()
+}
+
+fn candle(key: &SeriesKey, minute: i64) -> Candle {
+    Candle {
+        key: key.clone(),
+        open_time: minute * MINUTE,
+        open: 100.0,
+        high: 101.0,
+        low: 99.0,
+        close: 100.5,
+        volume: 12.0,
+        closed: true,
+    }
+}
+
+/// `per_series` new candles of every series from minute `start`, series
+/// after series (the queue's order) or minute after minute (interleaved,
+/// as updates arrive).
+fn large_batch(
+    keys: &[SeriesKey],
+    start: i64,
+    per_series: usize,
+    interleaved: bool,
+) -> Vec<Candle> {
+    let minutes = start..start + per_series as i64;
+    if interleaved {
+        minutes
+            .flat_map(|minute| keys.iter().map(move |key| candle(key, minute)))
+            .collect()
+    } else {
+        keys.iter()
+            .flat_map(|key| minutes.clone().map(move |minute| candle(key, minute)))
+            .collect()
+    }
+}
+
+/// 60,000 new candles over 1,000 series into a table of 1,000,000 rows
+/// (issue 8's batch-write figure), in the queue's order and interleaved.
+fn insert_into_large_table(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut db = Database::open(&dir.path().join("large.db")).expect("open");
+    let keys = large_keys();
+    for start in (0..LARGE_PER_SERIES as i64).step_by(50) {
+        db.insert_batch(&large_batch(&keys, start, 50, false))
+            .expect("fill");
+    }
+    let mut group = c.benchmark_group("insert_into_1m_rows");
+    group.throughput(Throughput::Elements(
+        (LARGE_SERIES * LARGE_BATCH_PER_SERIES) as u64,
+    ));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    let mut next_start = LARGE_PER_SERIES as i64;
+    for (name, interleaved) in [
+        ("60k_new_queue_order", false),
+        ("60k_new_interleaved", true),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let candles =
+                        large_batch(&keys, next_start, LARGE_BATCH_PER_SERIES, interleaved);
+                    next_start += LARGE_BATCH_PER_SERIES as i64;
+                    candles
+                },
+                |candles| black_box(db.insert_batch(&candles).expect("insert")),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    insert_batch,
+    get_candles,
+    queue_push,
+    insert_into_large_table
+);
 criterion_main!(benches);
