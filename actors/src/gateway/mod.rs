@@ -12,7 +12,8 @@
 //!   per [`encoding`] ([`shared`]); [`requests`] serves the HTTP API's
 //!   methods over the WebSocket; [`logs`] forwards the process's log
 //!   lines, [`protocol`] defines the messages, [`answers`] the HTTP
-//!   answers' bodies, [`openapi`] the document describing the routes
+//!   answers' bodies, [`candles_json`] the `/ohlcv` body written straight
+//!   from the candles, [`openapi`] the document describing the routes
 //!   (`/openapi.json`), [`errors`] the HTTP error shape, [`security`] the checks in front of every route (Host, Origin,
 //!   CORS, form bodies, rate limit).
 //!
@@ -25,6 +26,7 @@
 pub mod answers;
 pub mod assets;
 pub mod broadcast;
+pub mod candles_json;
 pub mod encoding;
 pub mod errors;
 pub mod http;
