@@ -952,8 +952,8 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// Whether the request's `Accept-Encoding` headers (RFC 9110 §12.5.3)
 /// let the answer be gzip: `gzip` (or `x-gzip`) with a non-zero weight,
-/// or, when gzip is not named, `*` with one; and no more weight on
-/// `identity` than on gzip. No header, an empty one, `gzip;q=0` or a
+/// or, when gzip is not named, `*` with one; and no more weight on an
+/// `identity` named beside it. No header, an empty one, `gzip;q=0` or a
 /// weight that does not parse all mean identity, which every client
 /// reads.
 pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
@@ -982,8 +982,10 @@ pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
         }
     }
     let gzip = gzip.or(any).unwrap_or(0);
-    // Identity is acceptable unless refused by name or by `*;q=0`.
-    let identity = identity.or(any).unwrap_or(1000);
+    // Only an `identity` named with a higher weight is preferred over an
+    // acceptable gzip: unnamed, it is merely acceptable, and a client that
+    // lists gzip at all (`deflate, gzip;q=0.5`) reads it.
+    let identity = identity.unwrap_or(0);
     gzip > 0 && gzip >= identity
 }
 

@@ -1063,3 +1063,115 @@ fn bearer_tokens_are_read_from_the_authorization_header() {
         assert_eq!(token_of(value), None, "{value:?}");
     }
 }
+
+/// Sends `req` from [`LOCAL_PEER`] and returns the raw answer: the
+/// `Content-Encoding` and `Vary` headers and the body bytes as sent.
+async fn raw_call(
+    app: &impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+    req: TestRequest,
+) -> (Option<String>, Option<String>, Vec<u8>) {
+    let req = req.peer_addr(LOCAL_PEER.parse().unwrap());
+    let response = test::call_service(app, req.to_request()).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let header_text = |name: header::HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let encoding = header_text(header::CONTENT_ENCODING);
+    let vary = header_text(header::VARY);
+    let body = test::read_body(response).await.to_vec();
+    (encoding, vary, body)
+}
+
+#[actix_web::test]
+async fn large_answers_are_gzipped_for_clients_that_accept_it_and_small_ones_are_not() {
+    use std::io::Read;
+    let Harness { deps, .. } = harness();
+    for minute in 0..1000 {
+        deps.storage.try_submit(candle("BTCUSDT", minute)).unwrap();
+    }
+    deps.storage.try_submit(candle("ETHUSDT", 0)).unwrap();
+    queued(&deps, 1001).await;
+    let app = app(deps).await;
+    let large = "/ohlcv/simulated/BTCUSDT/1m?limit=1000";
+    let small = "/ohlcv/simulated/ETHUSDT/1m";
+
+    let (encoding, vary, identity) = raw_call(&app, get(large)).await;
+    assert_eq!(encoding, None, "no Accept-Encoding: identity");
+    assert!(vary.unwrap().contains("Accept-Encoding"));
+    assert!(identity.len() >= GZIP_MIN_BODY, "{} bytes", identity.len());
+    let rows: Vec<OhlcvRow> = serde_json::from_slice(&identity).unwrap();
+    assert_eq!(rows.len(), 1000);
+
+    let accepting = get(large).insert_header((header::ACCEPT_ENCODING, "br;q=1.0, gzip;q=0.8"));
+    let (encoding, vary, gzipped) = raw_call(&app, accepting).await;
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    assert!(vary.unwrap().contains("Accept-Encoding"));
+    assert!(
+        gzipped.len() < identity.len() / 3,
+        "{} bytes",
+        gzipped.len()
+    );
+    let mut inflated = Vec::new();
+    flate2::read::GzDecoder::new(gzipped.as_slice())
+        .read_to_end(&mut inflated)
+        .unwrap();
+    assert_eq!(inflated, identity, "the same body, compressed");
+
+    let refusing = get(large).insert_header((header::ACCEPT_ENCODING, "gzip;q=0, *;q=1"));
+    assert_eq!(
+        raw_call(&app, refusing).await.0,
+        None,
+        "gzip;q=0 refuses gzip"
+    );
+
+    let small_accepting = get(small).insert_header((header::ACCEPT_ENCODING, "gzip"));
+    let (encoding, _, body) = raw_call(&app, small_accepting).await;
+    assert_eq!(encoding, None, "a small answer is not worth compressing");
+    assert_eq!(
+        serde_json::from_slice::<Vec<OhlcvRow>>(&body)
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let symbols = get("/databaseSymbols").insert_header((header::ACCEPT_ENCODING, "gzip"));
+    let (_, vary, body) = raw_call(&app, symbols).await;
+    assert!(
+        vary.unwrap().contains("Accept-Encoding"),
+        "databaseSymbols goes through the same answer"
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn accept_encoding_weights_decide_whether_gzip_is_acceptable() {
+    let accepts = |value: &str| {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(header::ACCEPT_ENCODING, value.parse().unwrap());
+        accepts_gzip(&headers)
+    };
+    assert!(accepts("gzip"));
+    assert!(accepts("deflate, gzip;q=0.5"));
+    assert!(accepts("x-gzip"));
+    assert!(accepts("*"));
+    assert!(accepts("GZIP;Q=1"));
+    assert!(!accepts("gzip;q=0"));
+    assert!(!accepts("gzip;q=0.000"));
+    assert!(!accepts("br"));
+    assert!(!accepts("*;q=1, gzip;q=0"));
+    assert!(!accepts("gzip;q=nonsense"));
+    assert!(!accepts("gzip;q=0.5, identity;q=1"));
+    assert!(accepts("gzip;q=1, identity;q=0.5"));
+    assert!(!accepts(""));
+    assert!(!accepts_gzip(&header::HeaderMap::new()));
+}
