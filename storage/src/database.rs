@@ -105,6 +105,12 @@ const PAGE_CACHE_KIB: i64 = 32 * 1024;
 /// rest as before.
 const MMAP_BYTES: i64 = 1 << 30;
 
+/// Page cache of a reader connection ([`Database::open_reader`]), in KiB.
+/// A read of the last 1,000 candles touches a few dozen pages, and mapped
+/// pages ([`MMAP_BYTES`]) bypass this cache anyway: the interior pages of
+/// the tree are what it keeps.
+const READER_PAGE_CACHE_KIB: i64 = 4 * 1024;
+
 /// Columns of the seed's `ohlcv` table, which the view reproduces.
 const SEED_COLUMNS: [&str; 10] = [
     "exchange",
@@ -350,6 +356,38 @@ impl Database {
             db.prepare_schema()?;
         }
         Ok(db)
+    }
+
+    /// A read-only connection to the database at `path`, which
+    /// [`Database::open`] has already created: what reader threads answer
+    /// `/ohlcv`, `/databaseSymbols` and the datasources' lookups with, so
+    /// that a read never waits for a batch write (WAL lets readers go on
+    /// while the writer commits) and the writer never waits for a read.
+    ///
+    /// Only the read methods work on it; a write answers `SQLITE_READONLY`.
+    /// It keeps no series-id cache (a `clear` on the writer could make it
+    /// wrong): a series is looked up by its unique index on every read.
+    ///
+    /// # Errors
+    /// [`StorageError::Sqlite`] when the file does not exist or cannot be
+    /// opened.
+    pub fn open_reader(path: &Path) -> Result<Database, StorageError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(StorageError::sqlite("open a reader"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(StorageError::sqlite("open a reader: set busy_timeout"))?;
+        conn.pragma_update(None, "cache_size", -READER_PAGE_CACHE_KIB)
+            .map_err(StorageError::sqlite("open a reader: set cache_size"))?;
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)
+            .map_err(StorageError::sqlite("open a reader: set mmap_size"))?;
+        Ok(Database {
+            conn,
+            path: path.to_path_buf(),
+            series_ids: HashMap::new(),
+        })
     }
 
     /// Creates, migrates or repairs the schema in one immediate transaction.
@@ -1767,6 +1805,30 @@ mod tests {
         db.record_exchange_hole(&btc(), M, M).expect("record");
         assert_eq!(db.holes(&btc(), 10).expect("holes"), vec![]);
         assert_eq!(db.get_count(&btc()).expect("count"), 2);
+    }
+
+    #[test]
+    fn a_reader_sees_committed_candles_refuses_writes_and_creates_no_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ohlcv.db");
+        assert!(Database::open_reader(&path).is_err(), "no file, no reader");
+        assert!(!path.exists(), "a reader creates nothing");
+
+        let mut writer = Database::open(&path).expect("open");
+        let mut reader = Database::open_reader(&path).expect("reader");
+        assert_eq!(reader.get_candles(&btc(), &all()).expect("read"), vec![]);
+        // Written after the reader opened (and after it looked the series
+        // up): the next read sees it.
+        writer
+            .insert_batch(&[candle(&btc(), 0, 1.0)])
+            .expect("write");
+        assert_eq!(reader.get_candles(&btc(), &all()).expect("read").len(), 1);
+        assert_eq!(reader.series().expect("series").len(), 1);
+
+        let refused = reader.insert_batch(&[candle(&btc(), 1, 2.0)]).unwrap_err();
+        let message = ohlcv_domain::ErrorChain(&refused).to_string();
+        assert!(message.contains("readonly"), "{message}");
+        assert_eq!(pragma_i64(&reader, "mmap_size"), MMAP_BYTES);
     }
 
     #[test]

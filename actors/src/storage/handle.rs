@@ -11,6 +11,7 @@ use ohlcv_storage::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::readers::Read;
 use super::worker::{Request, StorageSettings};
 use super::MAX_SINK_OVERFLOW;
 
@@ -85,6 +86,7 @@ pub struct StorageStats {
 pub struct StorageHandle {
     pub(super) candles: Sender<Candle>,
     pub(super) requests: Sender<Request>,
+    pub(super) reads: Sender<Read>,
     pub(super) rescue: RescueFile,
 }
 
@@ -101,6 +103,7 @@ impl StorageHandle {
     }
 
     /// Candles of `key` matching `query`, queued updates included.
+    /// Answered by a reader thread: never waits for a batch write.
     ///
     /// # Errors
     /// [`StorageRequestError`].
@@ -110,7 +113,7 @@ impl StorageHandle {
         query: CandleQuery,
     ) -> Result<Vec<Candle>, StorageRequestError> {
         Ok(self
-            .ask(|reply| Request::Candles { key, query, reply })
+            .read(|reply| Read::Candles { key, query, reply })
             .await??)
     }
 
@@ -120,7 +123,7 @@ impl StorageHandle {
     /// [`StorageRequestError`].
     pub async fn last_open_time(&self, key: SeriesKey) -> Result<Option<i64>, StorageRequestError> {
         Ok(self
-            .ask(|reply| Request::LastOpenTime { key, reply })
+            .read(|reply| Read::LastOpenTime { key, reply })
             .await??)
     }
 
@@ -129,7 +132,7 @@ impl StorageHandle {
     /// # Errors
     /// [`StorageRequestError`].
     pub async fn series(&self) -> Result<Vec<SeriesSummary>, StorageRequestError> {
-        Ok(self.ask(|reply| Request::Series { reply }).await??)
+        Ok(self.read(|reply| Read::Series { reply }).await??)
     }
 
     /// The ranges of open times missing between the oldest and the newest
@@ -149,7 +152,7 @@ impl StorageHandle {
         limit: usize,
     ) -> Result<Vec<Hole>, StorageRequestError> {
         Ok(self
-            .ask(|reply| Request::Holes { key, limit, reply })
+            .read(|reply| Read::Holes { key, limit, reply })
             .await??)
     }
 
@@ -243,17 +246,35 @@ impl StorageHandle {
         let _ = self.requests.try_send(Request::Freeze { duration });
     }
 
+    /// Asks the storage thread.
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Request,
     ) -> Result<T, StorageRequestError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests.try_send(make(reply)).map_err(|e| match e {
-            TrySendError::Full(_) => StorageRequestError::Busy,
-            TrySendError::Disconnected(_) => StorageRequestError::Gone,
-        })?;
-        answer.await.map_err(|_| StorageRequestError::Gone)
+        ask_on(&self.requests, make).await
     }
+
+    /// Asks a reader thread.
+    async fn read<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Read,
+    ) -> Result<T, StorageRequestError> {
+        ask_on(&self.reads, make).await
+    }
+}
+
+/// Sends the request `make` builds on `channel` and waits for its reply:
+/// a full channel is "busy" at once, a dropped reply "gone".
+async fn ask_on<R, T>(
+    channel: &Sender<R>,
+    make: impl FnOnce(oneshot::Sender<T>) -> R,
+) -> Result<T, StorageRequestError> {
+    let (reply, answer) = oneshot::channel();
+    channel.try_send(make(reply)).map_err(|e| match e {
+        TrySendError::Full(_) => StorageRequestError::Busy,
+        TrySendError::Disconnected(_) => StorageRequestError::Gone,
+    })?;
+    answer.await.map_err(|_| StorageRequestError::Gone)
 }
 
 /// A datasource's way to hand candles to storage without ever blocking its

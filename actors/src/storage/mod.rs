@@ -8,7 +8,9 @@
 //! outage: past [`MAX_QUEUED_CANDLES`] the closed candles move to the
 //! rescue file (append-only, fsynced) and are written back as soon as the
 //! database takes writes again. Reads (`/ohlcv`) merge the queue over the
-//! database, so the newest candles are never missing. On shutdown
+//! database, so the newest candles are never missing; they are answered by
+//! [reader threads](readers) on read-only connections, so a read never waits
+//! for a write nor a write for a read. On shutdown
 //! everything queued is flushed, or rescued, before the thread ends.
 //!
 //! Both channels and the queue outlive the thread: if it dies, the
@@ -16,12 +18,14 @@
 //! waiting is still there.
 
 mod handle;
+mod readers;
 mod worker;
 
 #[cfg(test)]
 mod tests;
 
 pub use handle::{CandleSink, FlushOutcome, StorageHandle, StorageRequestError, StorageStats};
+pub use readers::READER_THREADS;
 pub use worker::{spawn_storage, StorageChannels, StorageSettings};
 
 /// Candle updates the channel holds before senders are told it is full.

@@ -211,3 +211,69 @@ async fn holes_and_completeness_count_queued_candles_as_present() {
     assert!(age > 0, "2024 is in the past: {age}");
     assert_eq!(storage.stats().await.unwrap().queued, 0);
 }
+
+#[actix_rt::test]
+async fn reads_are_answered_while_the_storage_thread_is_busy_and_see_every_update_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ohlcv.db");
+    let channels = StorageChannels::new(RescueFile::for_database(&path));
+    let supervisor = NoSupervisor.start().recipient();
+    spawn_storage(
+        Database::open(&path).unwrap(),
+        &channels,
+        StorageSettings {
+            batch_interval: Duration::from_secs(3600),
+            max_records: 1_000_000,
+            max_queued: 100_000,
+        },
+        HeartbeatSink::default(),
+        LifeGuard::new(ChildId::Storage, 1, supervisor),
+        Arc::default(),
+    )
+    .unwrap();
+    let storage = channels.handle();
+    let key = candle(0, true).key;
+    for m in 0..5 {
+        storage.try_submit(candle(m, true)).unwrap();
+    }
+    storage.flush().await.unwrap();
+
+    // The storage thread is stuck (as in a write that takes long) far
+    // longer than the test waits; updates sent now stay in the channel.
+    storage.freeze(Duration::from_secs(600));
+    storage.try_submit(candle(5, true)).unwrap();
+    let mut newer = candle(4, true);
+    newer.close = 9.0;
+    storage.try_submit(newer).unwrap();
+
+    let latest = CandleQuery {
+        from: None,
+        to: None,
+        limit: 3,
+    };
+    let read = tokio::time::timeout(
+        Duration::from_secs(30),
+        storage.candles(key.clone(), latest),
+    )
+    .await
+    .expect("the read does not wait for the storage thread")
+    .unwrap();
+    let got: Vec<(i64, f64)> = read.iter().map(|c| (c.open_time, c.close)).collect();
+    let minute = |m: i64| candle(m, true).open_time;
+    assert_eq!(
+        got,
+        vec![(minute(3), 1.5), (minute(4), 9.0), (minute(5), 1.5)],
+        "stored rows merged with the updates still in the channel"
+    );
+
+    let series = tokio::time::timeout(Duration::from_secs(30), storage.series())
+        .await
+        .expect("/databaseSymbols does not wait either")
+        .unwrap();
+    assert_eq!(series.len(), 1);
+    assert_eq!((series[0].count, series[0].last), (6, minute(5)));
+    let last = storage.last_open_time(key.clone()).await.unwrap();
+    assert_eq!(last, Some(minute(5)));
+    let holes = storage.holes(key, 10).await.unwrap();
+    assert!(holes.is_empty(), "{holes:?}");
+}

@@ -5,16 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, Select, TryRecvError};
 use ohlcv_domain::{Candle, ErrorChain, SeriesKey};
 use ohlcv_storage::rescue::RescueFile;
-use ohlcv_storage::{
-    merge_overlay, CandleQuery, CandleQueue, Database, Hole, SeriesCompleteness, SeriesSummary,
-    StorageError,
-};
+use ohlcv_storage::{CandleQueue, Database, SeriesCompleteness, StorageError};
 use tokio::sync::oneshot;
 
 use super::handle::{FlushOutcome, StorageHandle, StorageStats};
+use super::readers::{spawn_readers, Read, ReaderShare};
 #[cfg(doc)]
 use super::MAX_QUEUED_CANDLES;
 use super::{CANDLE_CHANNEL_CAPACITY, REQUEST_CHANNEL_CAPACITY};
@@ -44,24 +42,10 @@ pub struct StorageSettings {
     pub max_queued: usize,
 }
 
+/// What the storage thread itself does on request: writes, and the
+/// requests that must see the queue written ([reads](Read) go to the
+/// reader threads).
 pub(super) enum Request {
-    Candles {
-        key: SeriesKey,
-        query: CandleQuery,
-        reply: oneshot::Sender<Result<Vec<Candle>, StorageError>>,
-    },
-    LastOpenTime {
-        key: SeriesKey,
-        reply: oneshot::Sender<Result<Option<i64>, StorageError>>,
-    },
-    Series {
-        reply: oneshot::Sender<Result<Vec<SeriesSummary>, StorageError>>,
-    },
-    Holes {
-        key: SeriesKey,
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<Hole>, StorageError>>,
-    },
     RecordExchangeHole {
         key: SeriesKey,
         from: i64,
@@ -101,8 +85,12 @@ pub struct StorageChannels {
     handle: StorageHandle,
     candles: Receiver<Candle>,
     requests: Receiver<Request>,
+    reads: Receiver<Read>,
     queue: Arc<Mutex<CandleQueue>>,
     stats: Arc<Mutex<StorageStats>>,
+    /// Set once the reader threads run: the first storage thread starts
+    /// them, its restarts reuse them.
+    readers_started: Arc<AtomicBool>,
 }
 
 impl StorageChannels {
@@ -111,16 +99,20 @@ impl StorageChannels {
     pub fn new(rescue: RescueFile) -> Self {
         let (candle_tx, candles) = bounded(CANDLE_CHANNEL_CAPACITY);
         let (request_tx, requests) = bounded(REQUEST_CHANNEL_CAPACITY);
+        let (read_tx, reads) = bounded(REQUEST_CHANNEL_CAPACITY);
         StorageChannels {
             handle: StorageHandle {
                 candles: candle_tx,
                 requests: request_tx,
+                reads: read_tx,
                 rescue,
             },
             candles,
             requests,
+            reads,
             queue: Arc::default(),
             stats: Arc::default(),
+            readers_started: Arc::default(),
         }
     }
 
@@ -139,21 +131,36 @@ impl StorageChannels {
     /// and rescued is simply written twice, to the same value.
     pub fn rescue_everything(&self) -> FlushOutcome {
         let mut queue = lock(&self.queue);
-        for candle in self.candles.try_iter() {
-            queue.push(candle);
-        }
+        drain_into(&mut queue, &self.candles);
         rescue_queue(&mut queue, &self.handle.rescue)
+    }
+
+    /// Starts the reader threads on the database at `path`, unless they
+    /// already run.
+    fn start_readers(&self, path: &std::path::Path) -> std::io::Result<()> {
+        if self.readers_started.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let share = ReaderShare {
+            reads: self.reads.clone(),
+            candles: self.candles.clone(),
+            queue: self.queue.clone(),
+        };
+        spawn_readers(path, &share).inspect_err(|_| {
+            self.readers_started.store(false, Ordering::Release);
+        })
     }
 }
 
-/// Starts the storage thread on `channels` with an opened database.
+/// Starts the storage thread on `channels` with an opened database, and
+/// the first time the [reader threads](super::readers) too.
 ///
 /// Once `retired` is set (the supervisor gave up on a blocked thread and
 /// started another on the same channels) the thread ends as soon as it
 /// wakes up, leaving the queue to its successor.
 ///
 /// # Errors
-/// The OS error if the thread cannot be created.
+/// The OS error if a thread cannot be created.
 pub fn spawn_storage(
     db: Database,
     channels: &StorageChannels,
@@ -162,6 +169,7 @@ pub fn spawn_storage(
     guard: LifeGuard,
     retired: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    channels.start_readers(db.path())?;
     let worker = Worker {
         db,
         candles: channels.candles.clone(),
@@ -213,18 +221,27 @@ impl Worker {
             }
             let deadline = self.next_flush.min(self.next_heartbeat);
             let timeout = deadline.saturating_duration_since(Instant::now());
-            crossbeam_channel::select! {
-                recv(self.candles) -> candle => match candle {
-                    Ok(candle) => self.accept(candle),
-                    // Every handle is gone: nobody can ask for a shutdown,
-                    // so flush and end.
-                    Err(_) => { self.shut_down(Instant::now() + HEARTBEAT_INTERVAL); return; }
+            // Only wait for readiness here: candles are taken out of their
+            // channel under the queue's lock (`accept`), as the readers do,
+            // so that updates of one candle reach the queue in order.
+            let mut ready = Select::new();
+            let candles = ready.recv(&self.candles);
+            ready.recv(&self.requests);
+            let flow = match ready.ready_timeout(timeout) {
+                Ok(index) if index == candles => self.accept(),
+                Ok(_) => match self.requests.try_recv() {
+                    Ok(request) => self.handle(request),
+                    Err(TryRecvError::Empty) => ControlFlow::Continue(()),
+                    // Every handle is gone, as in `accept`.
+                    Err(TryRecvError::Disconnected) => {
+                        self.shut_down(Instant::now() + HEARTBEAT_INTERVAL);
+                        ControlFlow::Break(())
+                    }
                 },
-                recv(self.requests) -> request => match request {
-                    Ok(request) => if self.handle(request).is_break() { return },
-                    Err(_) => { self.shut_down(Instant::now() + HEARTBEAT_INTERVAL); return; }
-                },
-                default(timeout) => {}
+                Err(_) => ControlFlow::Continue(()),
+            };
+            if flow.is_break() {
+                return;
             }
             let now = Instant::now();
             if now >= self.next_flush {
@@ -236,15 +253,26 @@ impl Worker {
         }
     }
 
-    /// Queues `first` and whatever else is waiting, up to a burst.
-    fn accept(&mut self, first: Candle) {
+    /// Queues what waits in the candle channel, up to a burst (a reader
+    /// may have taken it already). Breaks when every handle is gone:
+    /// nobody can ask for a shutdown any more, so the thread flushes and
+    /// ends.
+    fn accept(&mut self) -> ControlFlow<()> {
         let mut queue = lock(&self.queue);
-        queue.push(first);
-        for candle in self.candles.try_iter().take(DRAIN_BURST) {
-            queue.push(candle);
+        for _ in 0..DRAIN_BURST {
+            match self.candles.try_recv() {
+                Ok(candle) => queue.push(candle),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    drop(queue);
+                    self.shut_down(Instant::now() + HEARTBEAT_INTERVAL);
+                    return ControlFlow::Break(());
+                }
+            }
         }
         drop(queue);
         self.keep_queue_bounded();
+        ControlFlow::Continue(())
     }
 
     /// Keeps the queue under `max_queued`: while the database takes
@@ -291,32 +319,6 @@ impl Worker {
     /// Answers one request; breaks after a shutdown.
     fn handle(&mut self, request: Request) -> ControlFlow<()> {
         match request {
-            Request::Candles { key, query, reply } => {
-                // Reads see every update sent before them.
-                self.drain_channel();
-                let _ = reply.send(self.read_candles(&key, &query));
-            }
-            Request::LastOpenTime { key, reply } => {
-                self.drain_channel();
-                let queued = lock(&self.queue).last_open_time(&key);
-                let result = self
-                    .db
-                    .get_last_timestamp(&key)
-                    .map(|stored| stored.max(queued));
-                let _ = reply.send(result);
-            }
-            Request::Series { reply } => {
-                self.drain_channel();
-                let _ = reply.send(self.series());
-            }
-            Request::Holes { key, limit, reply } => {
-                // Queued candles count as present, without writing them
-                // early: `batch_interval` stays the user's.
-                self.drain_channel();
-                let queued = lock(&self.queue).open_times(&key);
-                let result = self.db.holes_among(&key, limit, &queued);
-                let _ = reply.send(result);
-            }
             Request::RecordExchangeHole {
                 key,
                 from,
@@ -365,56 +367,6 @@ impl Worker {
         ControlFlow::Continue(())
     }
 
-    fn read_candles(
-        &self,
-        key: &SeriesKey,
-        query: &CandleQuery,
-    ) -> Result<Vec<Candle>, StorageError> {
-        let stored = self.db.get_candles(key, query)?;
-        let queued = lock(&self.queue).range(key, query);
-        Ok(merge_overlay(stored, queued, query))
-    }
-
-    /// Stored series with their queued candles counted in: queued candles
-    /// newer than the newest stored one are new rows (older queued ones
-    /// update stored rows), and series that exist only in the queue.
-    fn series(&self) -> Result<Vec<SeriesSummary>, StorageError> {
-        let mut series = self.db.series()?;
-        let queue = lock(&self.queue);
-        let everything = CandleQuery {
-            from: Some(i64::MIN),
-            to: None,
-            limit: usize::MAX,
-        };
-        for summary in &mut series {
-            let newer = CandleQuery {
-                from: Some(summary.last.saturating_add(1)),
-                ..everything
-            };
-            let queued = queue.range(&summary.key, &newer);
-            if let Some(last) = queued.last() {
-                summary.count += queued.len() as u64;
-                summary.last = last.open_time;
-            }
-        }
-        for key in queue.keys() {
-            if series.iter().any(|s| &s.key == key) {
-                continue;
-            }
-            let all = queue.range(key, &everything);
-            if let (Some(first), Some(last)) = (all.first(), all.last()) {
-                series.push(SeriesSummary {
-                    key: key.clone(),
-                    count: all.len() as u64,
-                    first: first.open_time,
-                    last: last.open_time,
-                });
-            }
-        }
-        series.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(series)
-    }
-
     /// Writes every candle sent so far (and any rescued ones) before a
     /// user's `/completeness`, so that the database alone answers it
     /// (counting queued candles by merge would need a second implementation
@@ -443,10 +395,7 @@ impl Worker {
     }
 
     fn drain_channel(&mut self) {
-        let mut queue = lock(&self.queue);
-        for candle in self.candles.try_iter() {
-            queue.push(candle);
-        }
+        drain_into(&mut lock(&self.queue), &self.candles);
     }
 
     /// Writes the queue in one transaction, then applies retention to the
@@ -615,7 +564,16 @@ fn rescue_queue(queue: &mut CandleQueue, rescue: &RescueFile) -> FlushOutcome {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Moves every candle waiting in `candles` into `queue`. Callers hold the
+/// queue's lock (they pass its guard), which is what keeps the updates of
+/// one candle in order (see [the readers](super::readers)).
+pub(super) fn drain_into(queue: &mut CandleQueue, candles: &Receiver<Candle>) {
+    for candle in candles.try_iter() {
+        queue.push(candle);
+    }
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The queue and counters stay consistent at every await-free step, so
     // a panic elsewhere while holding the lock leaves them usable.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
