@@ -86,7 +86,7 @@ pub const APPLICATION_ID: i64 = 0x4F48_4C43;
 /// than sit on a lock. A busy error is retryable; the caller keeps its queue
 /// and retries with backoff. 250 ms still rides out the brief locks of a
 /// concurrent reader's checkpoint or a backup tool's page copy.
-const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Page cache of the writing connection, in KiB (`PRAGMA cache_size`
 /// takes a negative number for KiB). A batch of 60,000 new candles over
@@ -104,6 +104,19 @@ const PAGE_CACHE_KIB: i64 = 32 * 1024;
 /// heap. 1 GiB covers some 15 million candles; beyond it SQLite reads the
 /// rest as before.
 const MMAP_BYTES: i64 = 1 << 30;
+
+/// WAL pages after which a commit of the writer checkpoints by itself
+/// (`PRAGMA wal_autocheckpoint`; SQLite's default is 1,000, about 4 MB,
+/// which a 60,000-candle batch on a 10M-row table exceeds every time).
+/// Checkpoints are the [`Checkpointer`](crate::Checkpointer)'s job, on
+/// its own thread; this is the safety net should it fall behind or stop:
+/// 64 MiB of WAL.
+pub const AUTO_CHECKPOINT_PAGES: i64 = 16_384;
+
+/// Bytes the `-wal` file is cut back to when SQLite restarts it after a
+/// complete checkpoint (`PRAGMA journal_size_limit`): without it the file
+/// keeps the size of its largest batch forever.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// Page cache of a reader connection ([`Database::open_reader`]), in KiB.
 /// A read of the last 1,000 candles touches a few dozen pages, and mapped
@@ -346,6 +359,10 @@ impl Database {
             .map_err(StorageError::sqlite("open: set cache_size"))?;
         conn.pragma_update(None, "mmap_size", MMAP_BYTES)
             .map_err(StorageError::sqlite("open: set mmap_size"))?;
+        conn.pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)
+            .map_err(StorageError::sqlite("open: set wal_autocheckpoint"))?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(StorageError::sqlite("open: set journal_size_limit"))?;
 
         let mut db = Database {
             conn,
@@ -1846,6 +1863,8 @@ mod tests {
         assert_eq!(pragma_i64(&db, "synchronous"), 1, "NORMAL");
         assert_eq!(pragma_i64(&db, "cache_size"), -PAGE_CACHE_KIB);
         assert_eq!(pragma_i64(&db, "mmap_size"), MMAP_BYTES);
+        assert_eq!(pragma_i64(&db, "wal_autocheckpoint"), AUTO_CHECKPOINT_PAGES);
+        assert_eq!(pragma_i64(&db, "journal_size_limit"), WAL_SIZE_LIMIT);
         assert_eq!(pragma_i64(&db, "application_id"), APPLICATION_ID);
         assert_eq!(pragma_i64(&db, "user_version"), SCHEMA_VERSION);
         assert_eq!(

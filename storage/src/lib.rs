@@ -8,12 +8,14 @@
 //! run on the one dedicated storage thread that owns the connection; the actor
 //! wrapping it lives in `ohlcv-actors`.
 
+pub mod checkpoint;
 pub mod database;
 pub mod error;
 pub mod query;
 pub mod queue;
 pub mod rescue;
 
+pub use checkpoint::{Checkpointer, WalProgress};
 pub use database::{
     Database, Hole, SeriesCompleteness, SeriesSummary, APPLICATION_ID, SCHEMA_VERSION,
 };

@@ -78,6 +78,9 @@ pub struct StorageStats {
     pub spilled: u64,
     /// Candles written back from the rescue file since start.
     pub replayed: u64,
+    /// WAL checkpoints that copied pages into the main file since start,
+    /// run by the checkpoint thread off the write path.
+    pub checkpoints: u64,
 }
 
 /// The handle to the storage thread that every other actor holds. Cheap to

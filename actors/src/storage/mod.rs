@@ -17,6 +17,7 @@
 //! supervisor starts a new one on the same channels and queue, and what was
 //! waiting is still there.
 
+mod checkpoints;
 mod handle;
 mod readers;
 mod worker;
@@ -24,6 +25,7 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+pub use checkpoints::CHECKPOINT_INTERVAL;
 pub use handle::{CandleSink, FlushOutcome, StorageHandle, StorageRequestError, StorageStats};
 pub use readers::READER_THREADS;
 pub use worker::{spawn_storage, StorageChannels, StorageSettings};

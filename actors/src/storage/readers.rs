@@ -71,17 +71,21 @@ pub(super) struct ReaderShare {
     pub queue: Arc<Mutex<CandleQueue>>,
 }
 
-/// Starts [`READER_THREADS`] readers of the database at `path`. They live
-/// as long as the process holds a [`StorageHandle`](super::StorageHandle):
-/// storage restarts do not touch them.
+/// Starts [`READER_THREADS`] readers of the database at `path`, their
+/// connections opened now, next to the writer's. They live as long as the
+/// process holds a [`StorageHandle`](super::StorageHandle): storage
+/// restarts do not touch them.
 ///
 /// # Errors
-/// The OS error if a thread cannot be created.
+/// The OS error if a thread cannot be created, as an I/O error with the
+/// database's error chain if a connection cannot be opened.
 pub(super) fn spawn_readers(path: &Path, share: &ReaderShare) -> std::io::Result<()> {
     for index in 0..READER_THREADS {
+        let db = Database::open_reader(path)
+            .map_err(|error| std::io::Error::other(ErrorChain(&error).to_string()))?;
         let reader = Reader {
             path: path.to_path_buf(),
-            db: None,
+            db: Some(db),
             share: share.clone(),
         };
         std::thread::Builder::new()
@@ -93,7 +97,7 @@ pub(super) fn spawn_readers(path: &Path, share: &ReaderShare) -> std::io::Result
 
 struct Reader {
     path: PathBuf,
-    /// Opened on the first read, and again after a failed one (the file
+    /// Closed by a failed read and opened again by the next one (the file
     /// may have been replaced or repaired meanwhile).
     db: Option<Database>,
     share: ReaderShare,

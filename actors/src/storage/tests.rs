@@ -277,3 +277,40 @@ async fn reads_are_answered_while_the_storage_thread_is_busy_and_see_every_updat
     let holes = storage.holes(key, 10).await.unwrap();
     assert!(holes.is_empty(), "{holes:?}");
 }
+
+#[actix_rt::test]
+async fn the_checkpoint_thread_copies_written_batches_into_the_main_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ohlcv.db");
+    let channels = StorageChannels::new(RescueFile::for_database(&path));
+    let supervisor = NoSupervisor.start().recipient();
+    spawn_storage(
+        Database::open(&path).unwrap(),
+        &channels,
+        StorageSettings {
+            batch_interval: Duration::from_secs(3600),
+            max_records: 1_000_000,
+            max_queued: 100_000,
+        },
+        HeartbeatSink::default(),
+        LifeGuard::new(ChildId::Storage, 1, supervisor),
+        Arc::default(),
+    )
+    .unwrap();
+    let storage = channels.handle();
+    let main_file = || std::fs::metadata(&path).unwrap().len();
+    let empty = main_file();
+    // Far below the writer's own automatic checkpoint: without the
+    // checkpoint thread these pages would stay in the WAL.
+    for minute in 0..5_000 {
+        storage.try_submit(candle(minute, true)).unwrap();
+    }
+    storage.flush().await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while storage.stats().await.unwrap().checkpoints == 0 {
+        assert!(Instant::now() < deadline, "no checkpoint within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(main_file() > empty, "the main file holds the batch");
+}

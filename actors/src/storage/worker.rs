@@ -11,6 +11,7 @@ use ohlcv_storage::rescue::RescueFile;
 use ohlcv_storage::{CandleQueue, Database, SeriesCompleteness, StorageError};
 use tokio::sync::oneshot;
 
+use super::checkpoints::{spawn_checkpoints, CheckpointShare};
 use super::handle::{FlushOutcome, StorageHandle, StorageStats};
 use super::readers::{spawn_readers, Read, ReaderShare};
 #[cfg(doc)]
@@ -88,8 +89,10 @@ pub struct StorageChannels {
     reads: Receiver<Read>,
     queue: Arc<Mutex<CandleQueue>>,
     stats: Arc<Mutex<StorageStats>>,
-    /// Set once the reader threads run: the first storage thread starts
-    /// them, its restarts reuse them.
+    /// Held during every WAL checkpoint (see [`CheckpointShare`]).
+    checkpoint_lock: Arc<Mutex<()>>,
+    /// Set once the reader and checkpoint threads run: the first storage
+    /// thread starts them, its restarts reuse them.
     readers_started: Arc<AtomicBool>,
 }
 
@@ -112,6 +115,7 @@ impl StorageChannels {
             reads,
             queue: Arc::default(),
             stats: Arc::default(),
+            checkpoint_lock: Arc::default(),
             readers_started: Arc::default(),
         }
     }
@@ -135,8 +139,8 @@ impl StorageChannels {
         rescue_queue(&mut queue, &self.handle.rescue)
     }
 
-    /// Starts the reader threads on the database at `path`, unless they
-    /// already run.
+    /// Starts the reader and checkpoint threads on the database at
+    /// `path`, unless they already run.
     fn start_readers(&self, path: &std::path::Path) -> std::io::Result<()> {
         if self.readers_started.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -146,9 +150,16 @@ impl StorageChannels {
             candles: self.candles.clone(),
             queue: self.queue.clone(),
         };
-        spawn_readers(path, &share).inspect_err(|_| {
-            self.readers_started.store(false, Ordering::Release);
-        })
+        let checkpoints = CheckpointShare {
+            exclusive: self.checkpoint_lock.clone(),
+            stats: self.stats.clone(),
+            alive: Arc::downgrade(&self.queue),
+        };
+        spawn_readers(path, &share)
+            .and_then(|()| spawn_checkpoints(path.to_path_buf(), checkpoints))
+            .inspect_err(|_| {
+                self.readers_started.store(false, Ordering::Release);
+            })
     }
 }
 
@@ -176,6 +187,7 @@ pub fn spawn_storage(
         requests: channels.requests.clone(),
         queue: channels.queue.clone(),
         stats: channels.stats.clone(),
+        checkpoint_lock: channels.checkpoint_lock.clone(),
         rescue: channels.handle.rescue.clone(),
         retired,
         settings,
@@ -197,6 +209,7 @@ struct Worker {
     requests: Receiver<Request>,
     queue: Arc<Mutex<CandleQueue>>,
     stats: Arc<Mutex<StorageStats>>,
+    checkpoint_lock: Arc<Mutex<()>>,
     rescue: RescueFile,
     retired: Arc<AtomicBool>,
     settings: StorageSettings,
@@ -343,6 +356,7 @@ impl Worker {
             Request::Clear { reply } => {
                 self.drain_channel();
                 lock(&self.queue).clear();
+                let _exclusive = lock(&self.checkpoint_lock);
                 let _ = reply.send(self.db.clear());
             }
             Request::Reconfigure { settings, reply } => {
@@ -514,7 +528,11 @@ impl Worker {
                 }
             }
         };
-        if let Err(error) = self.db.checkpoint() {
+        let checkpointed = {
+            let _exclusive = lock(&self.checkpoint_lock);
+            self.db.checkpoint()
+        };
+        if let Err(error) = checkpointed {
             tracing::warn!(error = %ErrorChain(&error), "WAL not checkpointed at shutdown; ohlcv.db needs its -wal file");
         }
         outcome
