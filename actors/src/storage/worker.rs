@@ -99,7 +99,7 @@ pub(super) enum Request {
 #[derive(Clone)]
 pub struct StorageChannels {
     handle: StorageHandle,
-    candles: Receiver<Candle>,
+    candles: Receiver<Vec<Candle>>,
     requests: Receiver<Request>,
     queue: Arc<Mutex<CandleQueue>>,
     stats: Arc<Mutex<StorageStats>>,
@@ -139,8 +139,8 @@ impl StorageChannels {
     /// and rescued is simply written twice, to the same value.
     pub fn rescue_everything(&self) -> FlushOutcome {
         let mut queue = lock(&self.queue);
-        for candle in self.candles.try_iter() {
-            queue.push(candle);
+        for batch in self.candles.try_iter() {
+            queue.push_batch(batch);
         }
         rescue_queue(&mut queue, &self.handle.rescue)
     }
@@ -185,7 +185,7 @@ pub fn spawn_storage(
 
 struct Worker {
     db: Database,
-    candles: Receiver<Candle>,
+    candles: Receiver<Vec<Candle>>,
     requests: Receiver<Request>,
     queue: Arc<Mutex<CandleQueue>>,
     stats: Arc<Mutex<StorageStats>>,
@@ -214,8 +214,8 @@ impl Worker {
             let deadline = self.next_flush.min(self.next_heartbeat);
             let timeout = deadline.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
-                recv(self.candles) -> candle => match candle {
-                    Ok(candle) => self.accept(candle),
+                recv(self.candles) -> batch => match batch {
+                    Ok(batch) => self.accept(batch),
                     // Every handle is gone: nobody can ask for a shutdown,
                     // so flush and end.
                     Err(_) => { self.shut_down(Instant::now() + HEARTBEAT_INTERVAL); return; }
@@ -236,12 +236,18 @@ impl Worker {
         }
     }
 
-    /// Queues `first` and whatever else is waiting, up to a burst.
-    fn accept(&mut self, first: Candle) {
+    /// Queues the batch `first` and whatever else is waiting, up to a
+    /// burst of candles.
+    fn accept(&mut self, first: Vec<Candle>) {
         let mut queue = lock(&self.queue);
-        queue.push(first);
-        for candle in self.candles.try_iter().take(DRAIN_BURST) {
-            queue.push(candle);
+        let mut taken = first.len();
+        queue.push_batch(first);
+        while taken < DRAIN_BURST {
+            let Ok(batch) = self.candles.try_recv() else {
+                break;
+            };
+            taken += batch.len();
+            queue.push_batch(batch);
         }
         drop(queue);
         self.keep_queue_bounded();
@@ -444,8 +450,8 @@ impl Worker {
 
     fn drain_channel(&mut self) {
         let mut queue = lock(&self.queue);
-        for candle in self.candles.try_iter() {
-            queue.push(candle);
+        for batch in self.candles.try_iter() {
+            queue.push_batch(batch);
         }
     }
 

@@ -36,6 +36,10 @@ use crate::source::{CandleStream, ExchangeError, LiveEvent, MarketSource};
 /// (100,000 candles are about 10 MB). Callers page larger ranges.
 pub const MAX_BACKFILL_CANDLES: i64 = 100_000;
 
+/// Most series whose history is computed at once: beyond a few cores the
+/// storage thread, not the computation, is what a bootstrap waits for.
+pub const MAX_HISTORY_CONCURRENCY: usize = 4;
+
 /// Slowest pace the stream runs at, in updates per second per series: a
 /// configured rate below it (or not a positive number) is raised to it, so
 /// the pacing timer's period stays reasonable (here about 17 minutes).
@@ -188,6 +192,16 @@ impl MarketSource for SimulatedExchange {
         Duration::from_secs_f64(SILENT_UPDATES / self.rate).max(MIN_SILENCE)
     }
 
+    /// One per core (at most [`MAX_HISTORY_CONCURRENCY`]): the simulated
+    /// history costs CPU, not requests, and is computed off the
+    /// datasource's thread (see [`SimulatedExchange::backfill`]), so a
+    /// bootstrap of a million candles uses every core.
+    fn history_concurrency(&self) -> usize {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_HISTORY_CONCURRENCY)
+    }
+
     /// Twenty common USDT perpetuals. Backfill and stream serve any valid
     /// symbol, listed or not: which ones to collect is the user's choice.
     async fn load_symbols(&self) -> Result<Vec<Symbol>, ExchangeError> {
@@ -206,9 +220,16 @@ impl MarketSource for SimulatedExchange {
     /// that has opened by now, oldest first: closed ones final, the forming
     /// one at its current step. Nothing exists before the Unix epoch.
     ///
+    ///
+    /// The candles are computed on tokio's blocking pool (tens of
+    /// milliseconds for 10,000 candles), so the caller's thread stays free
+    /// for its live stream meanwhile and several series are computed in
+    /// parallel ([`MarketSource::history_concurrency`]).
+    ///
     /// # Errors
     /// [`ExchangeError::Rejected`] when `from > to`, or when the range holds
-    /// more than [`MAX_BACKFILL_CANDLES`] candles.
+    /// more than [`MAX_BACKFILL_CANDLES`] candles; [`ExchangeError::Connect`]
+    /// if the computation could not run (the runtime is shutting down).
     async fn backfill(
         &self,
         symbol: &Symbol,
@@ -216,7 +237,15 @@ impl MarketSource for SimulatedExchange {
         from: i64,
         to: i64,
     ) -> Result<Vec<Candle>, ExchangeError> {
-        self.candles_until(symbol, interval, from, to, ohlcv_domain::time::now_ms())
+        // Refused ranges are answered at once, without a thread.
+        backfill_range(symbol, interval, from, to, ohlcv_domain::time::now_ms())?;
+        let exchange = self.clone();
+        let symbol = symbol.clone();
+        tokio::task::spawn_blocking(move || {
+            exchange.candles_until(&symbol, interval, from, to, ohlcv_domain::time::now_ms())
+        })
+        .await
+        .map_err(|e| ExchangeError::Connect(format!("simulated history not computed: {e}")))?
     }
 
     /// Updates of the open candle of every series at `updates_per_second`
