@@ -36,9 +36,14 @@ use crate::source::{CandleStream, ExchangeError, LiveEvent, MarketSource};
 /// (100,000 candles are about 10 MB). Callers page larger ranges.
 pub const MAX_BACKFILL_CANDLES: i64 = 100_000;
 
-/// Most series whose history is computed at once: beyond a few cores the
-/// storage thread, not the computation, is what a bootstrap waits for.
-pub const MAX_HISTORY_CONCURRENCY: usize = 4;
+/// Candles of one backfill from which the work is split across threads
+/// (one per core, at most [`MAX_BACKFILL_THREADS`]): a chunk of 10,000
+/// candles costs some 50 ms of CPU, a bootstrap of a million several
+/// seconds on one core.
+const PARALLEL_BACKFILL_CANDLES: i64 = 2_000;
+
+/// Most threads one backfill is split across.
+const MAX_BACKFILL_THREADS: usize = 4;
 
 /// Slowest pace the stream runs at, in updates per second per series: a
 /// configured rate below it (or not a positive number) is raised to it, so
@@ -102,17 +107,61 @@ impl SimulatedExchange {
     ) -> Result<Vec<Candle>, ExchangeError> {
         let (first, count) = backfill_range(symbol, interval, from, to, now)?;
         let key = SeriesKey::new(ExchangeId::Simulated, symbol.clone(), interval);
-        // One cursor for the whole range: consecutive candles share most
-        // lattice cells, which makes a long backfill cheap.
-        let mut path = PricePath::new(Market::new(self.seed, symbol));
-        let candles = (0..count)
-            .map(|i| {
-                let open = first + i * interval.duration_ms();
-                let mut builder = CandleBuilder::new(&mut path, &key, open);
-                builder.advance(&mut path, step_at(interval, open, now));
-                builder.candle(&path)
-            })
-            .collect();
+        let market = Market::new(self.seed, symbol);
+        // One cursor per run of candles: consecutive candles share most
+        // lattice cells, which makes a long backfill cheap. The cursor's
+        // cache never changes a price, so runs computed apart are the same
+        // candles.
+        let run = |range: std::ops::Range<i64>| -> Vec<Candle> {
+            let mut path = PricePath::new(market.clone());
+            range
+                .map(|i| {
+                    let open = first + i * interval.duration_ms();
+                    let mut builder = CandleBuilder::new(&mut path, &key, open);
+                    builder.advance(&mut path, step_at(interval, open, now));
+                    builder.candle(&path)
+                })
+                .collect()
+        };
+        let threads = if count >= PARALLEL_BACKFILL_CANDLES {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_BACKFILL_THREADS)
+        } else {
+            1
+        };
+        if threads <= 1 {
+            return Ok(run(0..count));
+        }
+        let per_thread = (count + threads as i64 - 1) / threads as i64;
+        let candles = std::thread::scope(|scope| {
+            let run = &run;
+            let helpers: Vec<_> = (1..threads as i64)
+                .map(|part| {
+                    let range =
+                        (part * per_thread).min(count)..((part + 1) * per_thread).min(count);
+                    let inline = range.clone();
+                    // A thread that cannot be created computes here instead.
+                    std::thread::Builder::new()
+                        .name("simulated-history".into())
+                        .spawn_scoped(scope, move || run(range))
+                        .map_err(|_| run(inline))
+                })
+                .collect();
+            let mut candles = run(0..per_thread.min(count));
+            for helper in helpers {
+                match helper {
+                    Ok(handle) => match handle.join() {
+                        Ok(part) => candles.extend(part),
+                        // A panic in the model is a bug: surface it as
+                        // the single-threaded computation would.
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    },
+                    Err(part) => candles.extend(part),
+                }
+            }
+            candles
+        });
         Ok(candles)
     }
 
@@ -192,16 +241,6 @@ impl MarketSource for SimulatedExchange {
         Duration::from_secs_f64(SILENT_UPDATES / self.rate).max(MIN_SILENCE)
     }
 
-    /// One per core (at most [`MAX_HISTORY_CONCURRENCY`]): the simulated
-    /// history costs CPU, not requests, and is computed off the
-    /// datasource's thread (see [`SimulatedExchange::backfill`]), so a
-    /// bootstrap of a million candles uses every core.
-    fn history_concurrency(&self) -> usize {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_HISTORY_CONCURRENCY)
-    }
-
     /// Twenty common USDT perpetuals. Backfill and stream serve any valid
     /// symbol, listed or not: which ones to collect is the user's choice.
     async fn load_symbols(&self) -> Result<Vec<Symbol>, ExchangeError> {
@@ -221,15 +260,13 @@ impl MarketSource for SimulatedExchange {
     /// one at its current step. Nothing exists before the Unix epoch.
     ///
     ///
-    /// The candles are computed on tokio's blocking pool (tens of
-    /// milliseconds for 10,000 candles), so the caller's thread stays free
-    /// for its live stream meanwhile and several series are computed in
-    /// parallel ([`MarketSource::history_concurrency`]).
+    /// A large range is computed on several threads at once (scoped: they
+    /// are gone when the call returns), so a bootstrap of a million candles
+    /// uses every core.
     ///
     /// # Errors
     /// [`ExchangeError::Rejected`] when `from > to`, or when the range holds
-    /// more than [`MAX_BACKFILL_CANDLES`] candles; [`ExchangeError::Connect`]
-    /// if the computation could not run (the runtime is shutting down).
+    /// more than [`MAX_BACKFILL_CANDLES`] candles.
     async fn backfill(
         &self,
         symbol: &Symbol,
@@ -237,15 +274,7 @@ impl MarketSource for SimulatedExchange {
         from: i64,
         to: i64,
     ) -> Result<Vec<Candle>, ExchangeError> {
-        // Refused ranges are answered at once, without a thread.
-        backfill_range(symbol, interval, from, to, ohlcv_domain::time::now_ms())?;
-        let exchange = self.clone();
-        let symbol = symbol.clone();
-        tokio::task::spawn_blocking(move || {
-            exchange.candles_until(&symbol, interval, from, to, ohlcv_domain::time::now_ms())
-        })
-        .await
-        .map_err(|e| ExchangeError::Connect(format!("simulated history not computed: {e}")))?
+        self.candles_until(symbol, interval, from, to, ohlcv_domain::time::now_ms())
     }
 
     /// Updates of the open candle of every series at `updates_per_second`
@@ -458,6 +487,30 @@ mod tests {
             .unwrap();
         eprintln!("10,000 one-minute candles in {:?}", started.elapsed());
         assert_eq!(candles.len(), 10_000);
+    }
+
+    #[test]
+    fn a_backfill_split_across_threads_is_every_candle_in_order() {
+        let ex = exchange(1.0, FaultConfig::default());
+        let key = key("ETHUSDT", Interval::M5);
+        let step = Interval::M5.duration_ms();
+        // Not a multiple of the threads, ending at a forming candle.
+        let count = PARALLEL_BACKFILL_CANDLES * 2 + 7;
+        let now = T0 + 90_000;
+        let from = Interval::M5.align(now) - (count - 1) * step;
+        let candles = ex
+            .candles_until(&key.symbol, Interval::M5, from, now, now)
+            .unwrap();
+        assert_eq!(candles.len() as i64, count);
+        for (i, candle) in candles.iter().enumerate() {
+            let open = from + i as i64 * step;
+            assert_eq!(
+                candle,
+                &candle_at(42, &key, open, step_at(Interval::M5, open, now)),
+                "candle {i}"
+            );
+        }
+        assert!(!candles.last().unwrap().closed);
     }
 
     #[test]
