@@ -39,6 +39,15 @@
 //! writes. No WebSocket client and no `/ohlcv` loop run in this mode: the
 //! path measured is socket → adapter → datasource → SQLite row.
 //!
+//! With `--bootstrap` it measures the start instead: the simulated
+//! exchange at `--rate` (1/s is a quiet stream), `--symbols` ×
+//! `--intervals` series each loading `--bootstrap-load` candles of
+//! history into an empty database, and it prints the time from the
+//! collector's start until the datasource streams and until every candle
+//! of history is in the database (its `datasource streaming` log line,
+//! then the rows counted in SQLite every 250 ms),
+//! with the collector's CPU over that time. No client, no `/ohlcv` loop.
+//!
 //! Everything is loopback and bounded in time: every wait has a deadline,
 //! and the collector is killed if the harness fails midway.
 //!
@@ -48,6 +57,9 @@
 //! cargo run --release --example load -- --rate 5000 --stuck-client
 //! cargo run --release --example load -- --exchange binance  # 1,000,000 frames per connection
 //! cargo run --release --example load -- --exchange okx --frames 5000000
+//! # 200 series × 5,000 candles = 1,000,000 candles of history:
+//! cargo run --release --example load -- --bootstrap --symbols 20 \
+//!     --intervals 1m,3m,5m,15m,30m,1h,2h,4h,6h,12h --bootstrap-load 5000 --rate 1
 //! cargo run --release --example load -- --help
 //! ```
 
@@ -220,6 +232,12 @@ struct Options {
     #[arg(long, default_value_t = 300)]
     flood_timeout: u64,
 
+    /// Measure the bootstrap of history (see the header) instead of a
+    /// flood: the time until `--symbols` × `--intervals` ×
+    /// `--bootstrap-load` candles are stored.
+    #[arg(long, conflicts_with = "exchange")]
+    bootstrap: bool,
+
     /// WebSocket clients that read and count every message.
     #[arg(long, default_value_t = 2)]
     clients: usize,
@@ -314,8 +332,15 @@ fn run(options: Options) -> anyhow::Result<()> {
             options.rate
         ),
     }
+    let launched = Instant::now();
     let mut collector = Collector::start(&binary, dir.path(), &options)?;
     let result = match &fake {
+        None if options.bootstrap => {
+            measure_bootstrap(&options, &mut collector, dir.path(), launched).map(|report| {
+                report.print(&options, &machine);
+                report.exit_ok()
+            })
+        }
         None => measure(&options, &mut collector).map(|report| {
             report.print(&options, &machine);
             report.exit_ok()
@@ -574,6 +599,9 @@ struct LogTail {
     lines: Mutex<VecDeque<String>>,
     warnings: AtomicU64,
     errors: AtomicU64,
+    /// When the first `datasource streaming` line was read: the moment a
+    /// history sync ended, sooner than the next heartbeat shows it.
+    streaming: Mutex<Option<Instant>>,
 }
 
 impl LogTail {
@@ -587,6 +615,12 @@ impl LogTail {
                 self.warnings.fetch_add(1, Ordering::Relaxed);
             } else if line.contains(r#""level":"ERROR""#) {
                 self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if line.contains("datasource streaming") {
+                self.streaming
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(Instant::now);
             }
             let mut lines = self.lines.lock().unwrap();
             if lines.len() == Self::KEEP {
@@ -1205,6 +1239,181 @@ fn measure(options: &Options, collector: &mut Collector) -> anyhow::Result<Repor
         failed_flushes: metric(&last.storage, |m| m.stats.failed_flushes as f64),
         db_size_bytes: metric(&last.storage, |m| m.stats.db_size_bytes as f64),
         ohlcv,
+        shutdown,
+        exit,
+        log_warnings: collector.stderr.warnings.load(Ordering::Relaxed),
+        log_errors: collector.stderr.errors.load(Ordering::Relaxed),
+        load_after,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The bootstrap of history (`--bootstrap`)
+
+/// How often the harness counts the stored rows in `--bootstrap` mode,
+/// once the datasource streams.
+const ROW_COUNT_PERIOD: Duration = Duration::from_millis(250);
+
+/// How often the harness looks whether the datasource streams (its log
+/// line) in `--bootstrap` mode.
+const STATUS_PERIOD: Duration = Duration::from_millis(100);
+
+/// What the `--bootstrap` mode measured.
+struct BootstrapReport {
+    series: usize,
+    expected: u64,
+    /// From the collector's start to `streaming`, and to the first count
+    /// that found every candle of history stored.
+    streaming_after: Duration,
+    stored_after: Option<Duration>,
+    stored: u64,
+    /// Collector CPU from its start to `stored_after`.
+    cpu: Duration,
+    threads: Vec<ThreadCpu>,
+    rss_peak: u64,
+    flushes: f64,
+    shutdown: Duration,
+    exit: Option<ExitStatus>,
+    log_warnings: u64,
+    log_errors: u64,
+    load_after: String,
+}
+
+impl BootstrapReport {
+    fn exit_ok(&self) -> bool {
+        self.exit.is_some_and(|status| status.success())
+    }
+
+    fn print(&self, options: &Options, machine: &Machine) {
+        println!();
+        println!(
+            "machine   {} cores ({}), load avg before {} / after {}",
+            machine.cores, machine.model, machine.load_before, self.load_after
+        );
+        println!(
+            "run       bootstrap of {} series ({} symbols × {:?}) × {} candles = {} candles, \
+             batch {} ms, live {}/s per series",
+            self.series,
+            options.symbols,
+            options.intervals,
+            options.bootstrap_load.unwrap_or(1000),
+            self.expected,
+            options.batch_interval,
+            options.rate
+        );
+        match self.stored_after {
+            Some(stored) => println!(
+                "bootstrap streaming after {:.2} s; all {} candles stored after {:.2} s: \
+                 {:.0} candles/s from start",
+                self.streaming_after.as_secs_f64(),
+                self.stored,
+                stored.as_secs_f64(),
+                self.stored as f64 / stored.as_secs_f64().max(1e-9)
+            ),
+            None => println!(
+                "bootstrap streaming after {:.2} s; only {} of {} candles stored at the deadline",
+                self.streaming_after.as_secs_f64(),
+                self.stored,
+                self.expected
+            ),
+        }
+        println!(
+            "cpu       collector {:.0} ms from start = {:.2} CPU-ms per 1000 candles; by thread: {}",
+            self.cpu.as_secs_f64() * 1000.0,
+            self.cpu.as_secs_f64() * 1e6 / self.expected.max(1) as f64,
+            self.threads
+                .iter()
+                .take(6)
+                .map(|t| format!("{} {:.0} ms", t.name, t.total.as_secs_f64() * 1000.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "memory    RSS peak {:.1} MiB; storage flushes {}",
+            self.rss_peak as f64 / (1024.0 * 1024.0),
+            self.flushes
+        );
+        println!(
+            "shutdown  {:.2} s, exit {:?}; log warnings {}, errors {}",
+            self.shutdown.as_secs_f64(),
+            self.exit,
+            self.log_warnings,
+            self.log_errors
+        );
+    }
+}
+
+/// Rows of the `ohlcv` table or view in the database at `path`; 0 while it
+/// does not exist yet.
+fn stored_rows(path: &Path) -> u64 {
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    rusqlite::Connection::open_with_flags(path, flags)
+        .and_then(|db| db.query_row("SELECT count(*) FROM ohlcv", [], |row| row.get::<_, i64>(0)))
+        .map_or(0, |n| n.max(0) as u64)
+}
+
+fn measure_bootstrap(
+    options: &Options,
+    collector: &mut Collector,
+    dir: &Path,
+    launched: Instant,
+) -> anyhow::Result<BootstrapReport> {
+    let pid = collector.pid();
+    let series = options.symbols * options.intervals.len();
+    let expected = series as u64 * options.bootstrap_load.unwrap_or(1000);
+    let db = dir.join("data").join("ohlcv.db");
+    let deadline = launched + Duration::from_secs(options.startup_timeout);
+    let (mut streaming_after, mut stored_after) = (None, None);
+    let mut stored = 0;
+    let mut rss_peak = 0;
+    while Instant::now() < deadline {
+        if streaming_after.is_none() {
+            streaming_after = collector
+                .stderr
+                .streaming
+                .lock()
+                .unwrap()
+                .map(|at| at.saturating_duration_since(launched));
+        }
+        // Counting a million rows costs CPU the collector wants too: the
+        // rows are counted only once the datasource streams (its history
+        // is all handed over by then; what is left is the last writes).
+        if streaming_after.is_some() {
+            stored = stored_rows(&db);
+        }
+        rss_peak = rss_peak.max(rss_bytes(pid).unwrap_or(0));
+        if stored >= expected {
+            stored_after = Some(launched.elapsed());
+            if streaming_after.is_some() {
+                break;
+            }
+        }
+        if collector.child.try_wait()?.is_some() {
+            bail!("the collector exited during the bootstrap");
+        }
+        std::thread::sleep(if streaming_after.is_some() {
+            ROW_COUNT_PERIOD
+        } else {
+            STATUS_PERIOD
+        });
+    }
+    let cpu = cpu_time(pid).context("reading /proc/<pid>/stat")?;
+    let threads = cpu_by_thread_name(&BTreeMap::new(), &thread_cpu_times(pid));
+    let last = collector.status()?;
+    let load_after = load_average();
+    eprintln!("load: sending SIGTERM");
+    let (exit, shutdown) = collector.terminate(Duration::from_secs(options.shutdown_timeout))?;
+    Ok(BootstrapReport {
+        series,
+        expected,
+        streaming_after: streaming_after.unwrap_or_else(|| launched.elapsed()),
+        stored_after,
+        stored,
+        cpu,
+        threads,
+        rss_peak,
+        flushes: metric(&last.storage, |m| m.stats.flushes as f64),
         shutdown,
         exit,
         log_warnings: collector.stderr.warnings.load(Ordering::Relaxed),

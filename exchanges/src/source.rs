@@ -110,6 +110,14 @@ pub trait MarketSource: Send + Sync + 'static {
     /// stops).
     fn max_silence(&self) -> Duration;
 
+    /// How many [`backfill`](MarketSource::backfill) requests of
+    /// different series a datasource may have in flight at once while it
+    /// syncs history. One by default: real exchanges limit request rates,
+    /// and one series at a time keeps a bootstrap well within them.
+    fn history_concurrency(&self) -> usize {
+        1
+    }
+
     /// The symbols the exchange lists, normalised (`BTCUSDT`).
     ///
     /// # Errors

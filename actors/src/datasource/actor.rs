@@ -111,13 +111,25 @@ impl Phase {
     }
 }
 
-/// One item of a live stream, tagged with the connection it came from.
+/// Most stream items handled as one message: the items a live stream has
+/// ready at once (several per WebSocket frame, or many frames read in one
+/// go under a flood) are handled together, with one clock read and one
+/// send to storage for all of them. No item waits for others: a batch is
+/// whatever was ready when the stream was polled.
+const STREAM_BATCH: usize = 256;
+
+/// Items of a live stream that were ready together, tagged with the
+/// connection they came from.
 #[derive(Message)]
 #[rtype(result = "()")]
 enum StreamEvent {
-    Update(u64, Result<LiveEvent, ExchangeError>),
+    Updates(u64, Vec<Result<LiveEvent, ExchangeError>>),
     Ended(u64),
 }
+
+/// The datasource's per-series state, keyed with a fast hash: looked up
+/// for every live update.
+type SeriesMap = HashMap<SeriesKey, SeriesState, foldhash::fast::RandomState>;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -141,7 +153,7 @@ pub struct Datasource {
     epoch: u64,
     stream: Option<SpawnHandle>,
     phase: Phase,
-    series: HashMap<SeriesKey, SeriesState>,
+    series: SeriesMap,
     last_message: Instant,
     reconnect_delay: Option<Duration>,
     counters: Counters,
@@ -151,6 +163,12 @@ pub struct Datasource {
     bad_frames: LogThrottle,
     /// An integrity check is under way (one at a time).
     checking: bool,
+    /// History syncs of this connection still running: series are synced
+    /// by `history_lanes` chains side by side (the adapter's
+    /// [`MarketSource::history_concurrency`]), chain `j` taking series
+    /// `j`, `j + lanes`, …; the last chain to finish starts streaming.
+    syncs_running: usize,
+    history_lanes: usize,
 }
 
 /// Logs a repeated warning at most once per period, with how many were
@@ -184,7 +202,7 @@ impl Datasource {
             epoch: 0,
             stream: None,
             phase: Phase::Connecting,
-            series: HashMap::new(),
+            series: SeriesMap::default(),
             last_message: Instant::now(),
             reconnect_delay: None,
             counters: Counters::default(),
@@ -193,6 +211,8 @@ impl Datasource {
             guard,
             bad_frames: LogThrottle::default(),
             checking: false,
+            syncs_running: 0,
+            history_lanes: 1,
         }
     }
 
@@ -271,13 +291,23 @@ impl Datasource {
                 Ok((newest_stored, stream)) => {
                     act.last_message = Instant::now();
                     let tagged = stream
-                        .map(move |item| StreamEvent::Update(epoch, item))
+                        .ready_chunks(STREAM_BATCH)
+                        .map(move |items| StreamEvent::Updates(epoch, items))
                         .chain(futures_util::stream::once(async move {
                             StreamEvent::Ended(epoch)
                         }));
                     act.stream = Some(ctx.add_stream(tagged));
                     act.phase = Phase::Syncing;
-                    act.sync_next(ctx, newest_stored, 0);
+                    let lanes = act
+                        .deps
+                        .source
+                        .history_concurrency()
+                        .clamp(1, newest_stored.len().max(1));
+                    act.history_lanes = lanes;
+                    act.syncs_running = lanes;
+                    for lane in 0..lanes {
+                        act.sync_next(ctx, newest_stored.clone(), lane);
+                    }
                 }
                 Err(reason) => act.schedule_reconnect(ctx, reason),
             }
@@ -285,7 +315,8 @@ impl Datasource {
     }
 
     /// Syncs the history of series number `index` (from the newest stored
-    /// candle, or a bootstrap when none is), then the next.
+    /// candle, or a bootstrap when none is), then the next of its chain
+    /// (`index + history_lanes`); once every chain is done, streams.
     fn sync_next(
         &mut self,
         ctx: &mut Context<Self>,
@@ -294,6 +325,10 @@ impl Datasource {
     ) {
         let total = plan.len();
         let Some((key, newest_stored)) = plan.get(index).cloned() else {
+            self.syncs_running = self.syncs_running.saturating_sub(1);
+            if self.syncs_running > 0 {
+                return;
+            }
             self.phase = Phase::Streaming;
             self.progress(
                 "streaming",
@@ -326,7 +361,8 @@ impl Datasource {
         };
         let Some(from) = from else {
             self.start_gap_detection(&key, now);
-            return self.sync_next(ctx, plan, index + 1);
+            let next = index + self.history_lanes;
+            return self.sync_next(ctx, plan, next);
         };
         if let Some(state) = self.series.get_mut(&key) {
             // Everything before the first candle fetched is already stored.
@@ -338,7 +374,10 @@ impl Datasource {
             from,
             now,
             move |act, ctx, result| match result {
-                Ok(()) => act.sync_next(ctx, plan, index + 1),
+                Ok(()) => {
+                    let next = index + act.history_lanes;
+                    act.sync_next(ctx, plan, next)
+                }
                 Err(error) if error.is_retryable() => {
                     // The live stream keeps flowing; the series' missing
                     // range is fetched again on its own backoff.
@@ -352,7 +391,8 @@ impl Datasource {
                         format!("{key}: {error}; retrying"),
                         percent(index + 1, total),
                     );
-                    act.sync_next(ctx, plan, index + 1);
+                    let next = index + act.history_lanes;
+                    act.sync_next(ctx, plan, next);
                 }
                 Err(error) => {
                     act.counters.last_error = Some(format!("{key}: {error}"));
@@ -366,7 +406,8 @@ impl Datasource {
                         percent(index + 1, total),
                     );
                     act.start_gap_detection(&key, now);
-                    act.sync_next(ctx, plan, index + 1);
+                    let next = index + act.history_lanes;
+                    act.sync_next(ctx, plan, next);
                 }
             },
         );
@@ -587,9 +628,12 @@ impl Datasource {
             self.counters.history_candles += 1;
             self.sink.submit(candle);
         }
+        self.sink.flush();
     }
 
-    fn on_update(&mut self, ctx: &mut Context<Self>, candle: Candle) {
+    /// Handles one live update; `now` is the time its batch arrived (one
+    /// clock read per batch, not per update). The caller flushes the sink.
+    fn on_update(&mut self, ctx: &mut Context<Self>, candle: Candle, now: Instant) {
         if let Err(error) = candle.validate() {
             self.counters.rejected += 1;
             tracing::warn!(exchange = %self.exchange, %error, ?candle, "invalid candle refused");
@@ -605,9 +649,7 @@ impl Datasource {
             return;
         }
         // Before this series' history sync finished, the sync covers gaps.
-        let gap = state
-            .observe_live(&candle)
-            .filter(|_| state.may_fetch(Instant::now()));
+        let gap = state.observe_live(&candle).filter(|_| state.may_fetch(now));
         self.counters.updates += 1;
         if candle.closed {
             self.counters.candles_closed += 1;
@@ -623,9 +665,9 @@ impl Datasource {
         }
     }
 
-    fn on_event(&mut self, ctx: &mut Context<Self>, event: LiveEvent) {
+    fn on_event(&mut self, ctx: &mut Context<Self>, event: LiveEvent, now: Instant) {
         match event {
-            LiveEvent::Candle(candle) => self.on_update(ctx, candle),
+            LiveEvent::Candle(candle) => self.on_update(ctx, candle, now),
             LiveEvent::Alive => {}
             LiveEvent::Refused { key, reason } => {
                 self.counters.rejected += 1;
@@ -746,20 +788,26 @@ impl StreamHandler<StreamEvent> for Datasource {
             return;
         }
         match event {
-            StreamEvent::Update(epoch, _) | StreamEvent::Ended(epoch) if epoch != self.epoch => {}
-            StreamEvent::Update(_, Ok(event)) => {
-                self.last_message = Instant::now();
-                self.on_event(ctx, event);
-            }
-            StreamEvent::Update(_, Err(error)) => {
-                self.last_message = Instant::now();
-                self.counters.rejected += 1;
-                self.counters.last_error = Some(error.to_string());
-                if let Some(suppressed) =
-                    self.bad_frames.admit(Instant::now(), BAD_FRAME_LOG_PERIOD)
-                {
-                    tracing::warn!(exchange = %self.exchange, %error, suppressed, "stream message refused");
+            StreamEvent::Updates(epoch, _) | StreamEvent::Ended(epoch) if epoch != self.epoch => {}
+            StreamEvent::Updates(_, items) => {
+                let now = Instant::now();
+                self.last_message = now;
+                for item in items {
+                    match item {
+                        Ok(event) => self.on_event(ctx, event, now),
+                        Err(error) => {
+                            self.counters.rejected += 1;
+                            self.counters.last_error = Some(error.to_string());
+                            if let Some(suppressed) =
+                                self.bad_frames.admit(now, BAD_FRAME_LOG_PERIOD)
+                            {
+                                tracing::warn!(exchange = %self.exchange, %error, suppressed, "stream message refused");
+                            }
+                        }
+                    }
                 }
+                // The batch's updates go to storage before the next message.
+                self.sink.flush();
             }
             StreamEvent::Ended(_) => {
                 self.stream = None;

@@ -12,4 +12,7 @@
 mod actor;
 mod series;
 
+#[cfg(test)]
+mod tests;
+
 pub use actor::{Datasource, DatasourceDeps, DatasourceSettings, ReloadSettings, StopDatasource};

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::readers::Read;
 use super::worker::{Request, StorageSettings};
-use super::MAX_SINK_OVERFLOW;
+use super::{MAX_SINK_BATCH, MAX_SINK_OVERFLOW};
 
 /// How a shutdown of the storage thread ended: what the exit code of the
 /// process reports.
@@ -87,21 +87,36 @@ pub struct StorageStats {
 /// clone; stays valid across restarts of the thread.
 #[derive(Clone)]
 pub struct StorageHandle {
-    pub(super) candles: Sender<Candle>,
+    pub(super) candles: Sender<Vec<Candle>>,
     pub(super) requests: Sender<Request>,
     pub(super) reads: Sender<Read>,
     pub(super) rescue: RescueFile,
 }
 
 impl StorageHandle {
-    /// Queues a candle update without waiting.
+    /// Queues a candle update without waiting (a batch of one; see
+    /// [`StorageHandle::try_submit_batch`]).
     ///
     /// # Errors
     /// Gives the candle back when the channel is full or the thread is gone,
     /// so the caller can keep it (see [`CandleSink`]).
     pub fn try_submit(&self, candle: Candle) -> Result<(), Candle> {
-        self.candles.try_send(candle).map_err(|e| match e {
-            TrySendError::Full(c) | TrySendError::Disconnected(c) => c,
+        self.try_submit_batch(vec![candle])
+            .map_err(|mut batch| batch.pop().expect("the batch of one given back"))
+    }
+
+    /// Queues a batch of candle updates, in order, without waiting: one
+    /// channel send for the whole batch, which the storage thread queues
+    /// as if each update had been sent on its own (a later update of a
+    /// candle wins). An empty batch is sent as well (and costs a slot);
+    /// callers skip it.
+    ///
+    /// # Errors
+    /// Gives the batch back, untouched, when the channel is full or the
+    /// thread is gone, so the caller can keep it (see [`CandleSink`]).
+    pub fn try_submit_batch(&self, batch: Vec<Candle>) -> Result<(), Vec<Candle>> {
+        self.candles.try_send(batch).map_err(|e| match e {
+            TrySendError::Full(b) | TrySendError::Disconnected(b) => b,
         })
     }
 
@@ -281,14 +296,27 @@ async fn ask_on<R, T>(
 }
 
 /// A datasource's way to hand candles to storage without ever blocking its
-/// thread and without losing any: when the channel is full, updates wait
-/// in a local latest-wins queue (bounded by the number of distinct candles,
-/// not by the update rate) and are retried on the next submit or
-/// [`retry`](CandleSink::retry). Past [`MAX_SINK_OVERFLOW`] candles (the
-/// storage thread has been stuck for long), the closed ones go to the
-/// rescue file, written into the database once it is back.
+/// thread and without losing any.
+///
+/// Updates are collected with [`submit`](CandleSink::submit) and handed
+/// over in one channel send per batch by [`flush`](CandleSink::flush),
+/// which the datasource calls at the end of every message it handles (a
+/// batch of stream items, a history chunk): a send per update cost more
+/// than the rest of the ingest path. No update waits beyond the message
+/// that produced it, and a batch never exceeds [`MAX_SINK_BATCH`]
+/// candles (`submit` flushes a full one at once).
+///
+/// When the channel is full, updates wait in a local latest-wins queue
+/// (bounded by the number of distinct candles, not by the update rate) and
+/// are retried on the next flush or [`retry`](CandleSink::retry); while any
+/// wait there, newer batches join them rather than overtaking them. Past
+/// [`MAX_SINK_OVERFLOW`] candles (the storage thread has been stuck for
+/// long), the closed ones go to the rescue file, written into the
+/// database once it is back.
 pub struct CandleSink {
     handle: StorageHandle,
+    /// Updates submitted since the last flush, in order.
+    batch: Vec<Candle>,
     overflow: CandleQueue,
     overflow_limit: usize,
     overflowed: u64,
@@ -300,6 +328,7 @@ impl CandleSink {
     pub fn new(handle: StorageHandle) -> Self {
         CandleSink {
             handle,
+            batch: Vec::new(),
             overflow: CandleQueue::default(),
             overflow_limit: MAX_SINK_OVERFLOW,
             overflowed: 0,
@@ -314,40 +343,58 @@ impl CandleSink {
         self
     }
 
-    /// Hands `candle` to storage, or keeps it until there is room.
+    /// Adds `candle` to the current batch; the batch goes to storage at the
+    /// next [`flush`](CandleSink::flush), or now if it is full.
     pub fn submit(&mut self, candle: Candle) {
+        self.batch.push(candle);
+        if self.batch.len() >= MAX_SINK_BATCH {
+            self.flush();
+        }
+    }
+
+    /// Hands the current batch to storage, or keeps it until there is
+    /// room. Call it at the end of every message that submitted updates.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
         if !self.overflow.is_empty() {
             self.retry();
         }
         if self.overflow.is_empty() {
-            if let Err(candle) = self.handle.try_submit(candle) {
-                self.keep(candle);
+            if let Err(batch) = self.handle.try_submit_batch(batch) {
+                self.keep(batch);
             }
         } else {
             // Keep order per candle: a newer update must not overtake an
             // older one still waiting here.
-            self.keep(candle);
+            self.keep(batch);
         }
     }
 
-    /// Moves kept updates to the channel while it has room.
+    /// Moves kept updates to the channel, in batches, while it has room.
     pub fn retry(&mut self) {
-        if self.overflow.is_empty() {
+        if self.overflow.is_empty() || self.handle.candles.is_full() {
             return;
         }
-        let mut kept = self.overflow.take_all().into_iter();
-        for candle in kept.by_ref() {
-            if let Err(candle) = self.handle.try_submit(candle) {
-                self.overflow.push(candle);
-                break;
+        let kept = self.overflow.take_all();
+        let mut batches = chunks(kept);
+        while let Some(batch) = batches.next() {
+            if let Err(refused) = self.handle.try_submit_batch(batch) {
+                // Nothing was pushed since the take: putting back the
+                // refused and the rest restores the queue as it was.
+                self.overflow.push_batch(refused);
+                for rest in batches {
+                    self.overflow.push_batch(rest);
+                }
+                return;
             }
-        }
-        for candle in kept {
-            self.overflow.push(candle);
         }
     }
 
-    /// Updates waiting locally for room in the channel.
+    /// Updates waiting locally for room in the channel (not counting the
+    /// current batch, which goes at the next flush).
     pub fn pending(&self) -> usize {
         self.overflow.len()
     }
@@ -357,23 +404,29 @@ impl CandleSink {
         self.overflowed
     }
 
-    /// Hands every kept update over, waiting up to `timeout` in total for
-    /// room, and puts what still does not fit in the rescue file. Only for
-    /// a stopping datasource, whose thread has nothing else to do; answers
-    /// how many updates are lost (neither handed over nor rescued).
+    /// Hands every kept update (and the current batch) over, waiting up to
+    /// `timeout` in total for room, and puts what still does not fit in the
+    /// rescue file. Only for a stopping datasource, whose thread has
+    /// nothing else to do; answers how many updates are lost (neither
+    /// handed over nor rescued).
     pub fn drain_blocking(&mut self, timeout: Duration) -> usize {
         let deadline = std::time::Instant::now() + timeout;
-        let mut kept = self.overflow.take_all().into_iter();
-        for candle in kept.by_ref() {
-            if let Err(refused) = self.handle.candles.send_deadline(candle, deadline) {
-                self.overflow.push(refused.into_inner());
+        // The current batch is newer than anything kept: behind it.
+        self.overflow.push_batch(std::mem::take(&mut self.batch));
+        let mut batches = chunks(self.overflow.take_all());
+        while let Some(batch) = batches.next() {
+            if let Err(refused) = self.handle.candles.send_deadline(batch, deadline) {
+                self.overflow.push_batch(refused.into_inner());
+                for rest in batches {
+                    self.overflow.push_batch(rest);
+                }
                 break;
             }
         }
-        for candle in kept {
-            self.overflow.push(candle);
-        }
         let left = self.overflow.take_all();
+        if left.is_empty() {
+            return 0;
+        }
         if let Err(error) = self.handle.rescue.append(&left) {
             tracing::error!(error = %ohlcv_domain::ErrorChain(&error), lost = left.len(), "updates of a stopping datasource could not be kept");
             return left.len();
@@ -386,9 +439,9 @@ impl CandleSink {
         self.spilled
     }
 
-    fn keep(&mut self, candle: Candle) {
-        self.overflowed += 1;
-        self.overflow.push(candle);
+    fn keep(&mut self, batch: Vec<Candle>) {
+        self.overflowed += batch.len() as u64;
+        self.overflow.push_batch(batch);
         if self.overflow.len() >= self.overflow_limit {
             let closed = self.overflow.take_closed();
             match self.handle.rescue.append(&closed) {
@@ -396,11 +449,18 @@ impl CandleSink {
                 Err(error) => {
                     tracing::error!(error = %ohlcv_domain::ErrorChain(&error), kept = self.overflow.len() + closed.len(),
                         "storage stuck and the rescue file refused; keeping updates in memory");
-                    for candle in closed {
-                        self.overflow.push(candle);
-                    }
+                    self.overflow.restore(closed);
                 }
             }
         }
     }
+}
+
+/// `candles` cut into batches of at most [`MAX_SINK_BATCH`], in order.
+fn chunks(candles: Vec<Candle>) -> impl Iterator<Item = Vec<Candle>> {
+    let mut rest = candles.into_iter().peekable();
+    std::iter::from_fn(move || {
+        rest.peek()?;
+        Some(rest.by_ref().take(MAX_SINK_BATCH).collect())
+    })
 }

@@ -30,12 +30,20 @@ pub use handle::{CandleSink, FlushOutcome, StorageHandle, StorageRequestError, S
 pub use readers::READER_THREADS;
 pub use worker::{spawn_storage, StorageChannels, StorageSettings};
 
-/// Candle updates the channel holds before senders are told it is full.
-/// At a flood of 10,000 updates a second that is over six seconds of
-/// traffic, far longer than a batch write takes, so a full channel means
-/// the storage thread is stuck and senders keep their updates themselves
-/// (see [`CandleSink`]).
-pub const CANDLE_CHANNEL_CAPACITY: usize = 65_536;
+/// Batches of candle updates the channel holds before senders are told it
+/// is full. The channel carries batches (`Vec<Candle>`, one per message a
+/// datasource handles, at most [`MAX_SINK_BATCH`] candles each), so it
+/// holds at most 262,144 candles (some 21 MB), and a flood of small
+/// batches (a few updates per WebSocket frame) fills it after 1,024
+/// messages: several seconds of traffic, far longer than a batch write
+/// takes, so a full channel means the storage thread is stuck and senders
+/// keep their updates themselves (see [`CandleSink`]).
+pub const CANDLE_CHANNEL_CAPACITY: usize = 1_024;
+
+/// Most candles in one batch of the candle channel: a history chunk of
+/// thousands of candles goes as several batches, so the channel's bound
+/// ([`CANDLE_CHANNEL_CAPACITY`] batches) bounds its memory too.
+pub const MAX_SINK_BATCH: usize = 256;
 
 /// Requests (reads, flushes, admin) the channel holds; beyond this a caller
 /// is answered "busy" at once rather than queued behind a stuck thread.

@@ -67,7 +67,7 @@ pub(super) enum Read {
 #[derive(Clone)]
 pub(super) struct ReaderShare {
     pub reads: Receiver<Read>,
-    pub candles: Receiver<Candle>,
+    pub candles: Receiver<Vec<Candle>>,
     pub queue: Arc<Mutex<CandleQueue>>,
 }
 

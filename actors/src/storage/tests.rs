@@ -9,7 +9,10 @@ use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
 use ohlcv_storage::rescue::{path_for, RescueFile};
 use ohlcv_storage::{CandleQuery, Database};
 
-use super::{spawn_storage, CandleSink, StorageChannels, StorageSettings};
+use super::{
+    spawn_storage, CandleSink, StorageChannels, StorageSettings, CANDLE_CHANNEL_CAPACITY,
+    MAX_SINK_BATCH,
+};
 use crate::lifecycle::{ChildExited, ChildId, HeartbeatSink, LifeGuard};
 
 /// Ignores child exits: these tests stop the thread themselves.
@@ -112,21 +115,173 @@ async fn a_sink_whose_storage_is_stuck_spills_closed_candles_instead_of_growing(
     // No storage thread at all: the channel fills and stays full.
     let channels = StorageChannels::new(RescueFile::for_database(&path));
     let mut sink = CandleSink::new(channels.handle()).with_overflow_limit(50);
-    let sent = super::CANDLE_CHANNEL_CAPACITY as i64 + 500;
+    // More than the channel can hold even in full batches, in messages of
+    // 100 updates.
+    let sent = (CANDLE_CHANNEL_CAPACITY * MAX_SINK_BATCH) as i64 + 500;
     for minute in 0..sent {
         sink.submit(candle(minute, true));
+        if minute % 100 == 99 {
+            sink.flush();
+        }
     }
+    sink.flush();
+    assert_eq!(channels.handle().candles.len(), CANDLE_CHANNEL_CAPACITY);
     assert!(sink.pending() < 50, "{} kept", sink.pending());
     assert!(sink.spilled() > 0);
     // Nothing lost: channel + sink + rescue file hold every candle.
+    let in_channel = match channels.rescue_everything() {
+        super::FlushOutcome::Rescued { candles } => candles as i64,
+        other => panic!("{other:?}"),
+    };
+    // The channel's bound is in batches: here, messages of 100 updates.
+    assert_eq!(in_channel, (CANDLE_CHANNEL_CAPACITY * 100) as i64);
     let mut db = Database::open(&path).unwrap();
     let rescued = RescueFile::for_database(&path)
         .replay_into(&mut db)
         .unwrap();
+    assert_eq!(rescued.candles as i64 + sink.pending() as i64, sent);
+}
+
+#[actix_rt::test]
+async fn a_sink_sends_one_batch_per_flush_and_nothing_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ohlcv.db");
+    let channels = StorageChannels::new(RescueFile::for_database(&path));
+    let handle = channels.handle();
+    let mut sink = CandleSink::new(channels.handle());
+    for m in 0..5 {
+        sink.submit(candle(m, true));
+    }
+    assert_eq!(handle.candles.len(), 0, "held until the message ends");
+    sink.flush();
+    assert_eq!(handle.candles.len(), 1, "one send for the whole batch");
+    sink.flush();
+    assert_eq!(handle.candles.len(), 1, "an empty batch is not sent");
+    // A batch that reaches the bound goes at once.
+    for m in 0..=MAX_SINK_BATCH as i64 {
+        sink.submit(candle(m, true));
+    }
+    assert_eq!(handle.candles.len(), 2);
+    sink.flush();
+    assert_eq!(handle.candles.len(), 3);
+    assert_eq!(sink.pending(), 0);
+    assert_eq!(sink.overflowed(), 0);
+    match channels.rescue_everything() {
+        super::FlushOutcome::Rescued { candles } => assert_eq!(candles, MAX_SINK_BATCH + 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A candle of minute `minute` whose close is `close`: one update of it.
+fn update(minute: i64, close: f64) -> Candle {
+    Candle {
+        close,
+        high: 2.0_f64.max(close),
+        closed: false,
+        ..candle(minute, false)
+    }
+}
+
+#[actix_rt::test]
+async fn batched_updates_arrive_in_order_even_through_a_full_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ohlcv.db");
+    let channels = StorageChannels::new(RescueFile::for_database(&path));
+    let storage = channels.handle();
+    let mut sink = CandleSink::new(channels.handle());
+
+    // Updates of one candle inside one batch: the last one wins.
+    sink.submit(update(0, 1.0));
+    sink.submit(update(1, 1.0));
+    sink.submit(update(0, 1.25));
+    sink.flush();
+    // The channel fills up (no thread yet): the next batches wait in the
+    // sink, and a newer update of minute 0 replaces the kept one.
+    while storage.try_submit(update(5, 1.0)).is_ok() {}
+    sink.submit(update(0, 1.5));
+    sink.submit(update(2, 1.0));
+    sink.flush();
+    assert_eq!(sink.pending(), 2);
+    sink.submit(update(0, 1.75));
+    sink.flush();
+    assert_eq!(sink.pending(), 2, "latest wins while waiting");
+    sink.retry();
+    assert_eq!(sink.pending(), 2, "still full");
+
+    // The storage thread starts and drains the channel; the kept updates
+    // go first, then the newest batch.
+    let supervisor = NoSupervisor.start().recipient();
+    spawn_storage(
+        Database::open(&path).unwrap(),
+        &channels,
+        StorageSettings {
+            batch_interval: Duration::from_secs(3600),
+            max_records: 1_000_000,
+            max_queued: 100_000,
+        },
+        HeartbeatSink::default(),
+        LifeGuard::new(ChildId::Storage, 1, supervisor),
+        Arc::default(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while storage.candles.is_full() {
+        assert!(Instant::now() < deadline, "the channel was never drained");
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    sink.submit(update(0, 2.0));
+    sink.submit(update(3, 1.0));
+    sink.flush();
+    assert_eq!(sink.pending(), 0, "the kept updates went first");
+    assert!(sink.overflowed() >= 3);
+    storage.flush().await.unwrap();
+    let all = CandleQuery {
+        from: None,
+        to: None,
+        limit: usize::MAX,
+    };
+    let got = storage.candles(candle(0, true).key, all).await.unwrap();
+    let closes: Vec<(i64, f64)> = got
+        .iter()
+        .map(|c| ((c.open_time - candle(0, true).open_time) / 60_000, c.close))
+        .collect();
     assert_eq!(
-        rescued.candles as i64 + sink.pending() as i64 + super::CANDLE_CHANNEL_CAPACITY as i64,
-        sent
+        closes,
+        vec![(0, 2.0), (1, 1.0), (2, 1.0), (3, 1.0), (5, 1.0)]
     );
+}
+
+#[actix_rt::test]
+async fn a_stopping_sink_hands_over_its_current_batch_and_what_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ohlcv.db");
+    let channels = StorageChannels::new(RescueFile::for_database(&path));
+    let storage = channels.handle();
+    let mut sink = CandleSink::new(channels.handle());
+    while storage.try_submit(update(100, 1.0)).is_ok() {}
+    sink.submit(update(0, 1.0));
+    sink.flush();
+    assert_eq!(sink.pending(), 1);
+    // Not flushed: a message in progress when the datasource stops.
+    sink.submit(update(0, 1.5));
+    sink.submit(update(1, 1.0));
+    // The channel stays full: both candles go to the rescue file, with the
+    // newer update of minute 0.
+    assert_eq!(sink.drain_blocking(Duration::from_millis(50)), 0);
+    assert_eq!(sink.pending(), 0);
+    let mut db = Database::open(&path).unwrap();
+    let rescued = RescueFile::for_database(&path)
+        .replay_into(&mut db)
+        .unwrap();
+    assert_eq!(rescued.candles, 2);
+    let all = CandleQuery {
+        from: None,
+        to: None,
+        limit: usize::MAX,
+    };
+    let got = db.get_candles(&candle(0, true).key, &all).unwrap();
+    assert_eq!(got[0].close, 1.5);
+    assert_eq!(got.len(), 2);
 }
 
 #[actix_rt::test]
@@ -302,9 +457,9 @@ async fn the_checkpoint_thread_copies_written_batches_into_the_main_file() {
     let empty = main_file();
     // Far below the writer's own automatic checkpoint: without the
     // checkpoint thread these pages would stay in the WAL.
-    for minute in 0..5_000 {
-        storage.try_submit(candle(minute, true)).unwrap();
-    }
+    storage
+        .try_submit_batch((0..5_000).map(|minute| candle(minute, true)).collect())
+        .unwrap();
     storage.flush().await.unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -84,7 +84,7 @@ pub(super) enum Request {
 #[derive(Clone)]
 pub struct StorageChannels {
     handle: StorageHandle,
-    candles: Receiver<Candle>,
+    candles: Receiver<Vec<Candle>>,
     requests: Receiver<Request>,
     reads: Receiver<Read>,
     queue: Arc<Mutex<CandleQueue>>,
@@ -205,7 +205,7 @@ pub fn spawn_storage(
 
 struct Worker {
     db: Database,
-    candles: Receiver<Candle>,
+    candles: Receiver<Vec<Candle>>,
     requests: Receiver<Request>,
     queue: Arc<Mutex<CandleQueue>>,
     stats: Arc<Mutex<StorageStats>>,
@@ -266,15 +266,19 @@ impl Worker {
         }
     }
 
-    /// Queues what waits in the candle channel, up to a burst (a reader
-    /// may have taken it already). Breaks when every handle is gone:
-    /// nobody can ask for a shutdown any more, so the thread flushes and
-    /// ends.
+    /// Queues what waits in the candle channel, up to a burst of candles
+    /// (a reader may have taken it already). Breaks when every handle is
+    /// gone: nobody can ask for a shutdown any more, so the thread flushes
+    /// and ends.
     fn accept(&mut self) -> ControlFlow<()> {
         let mut queue = lock(&self.queue);
-        for _ in 0..DRAIN_BURST {
+        let mut taken = 0;
+        while taken < DRAIN_BURST {
             match self.candles.try_recv() {
-                Ok(candle) => queue.push(candle),
+                Ok(batch) => {
+                    taken += batch.len();
+                    queue.push_batch(batch);
+                }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     drop(queue);
@@ -582,12 +586,12 @@ fn rescue_queue(queue: &mut CandleQueue, rescue: &RescueFile) -> FlushOutcome {
     }
 }
 
-/// Moves every candle waiting in `candles` into `queue`. Callers hold the
+/// Moves every batch of candles waiting in `candles` into `queue`. Callers hold the
 /// queue's lock (they pass its guard), which is what keeps the updates of
 /// one candle in order (see [the readers](super::readers)).
-pub(super) fn drain_into(queue: &mut CandleQueue, candles: &Receiver<Candle>) {
-    for candle in candles.try_iter() {
-        queue.push(candle);
+pub(super) fn drain_into(queue: &mut CandleQueue, candles: &Receiver<Vec<Candle>>) {
+    for batch in candles.try_iter() {
+        queue.push_batch(batch);
     }
 }
 

@@ -659,12 +659,11 @@ async fn next_packed(client: &mut Frames) -> Value {
 async fn a_messagepack_client_gets_the_same_messages_in_binary_frames_and_long_answers_in_chunks() {
     let h = harness();
     log_lines(&h, &["hello in binary"]);
-    for minute in 0..2500 {
-        h.deps
-            .storage
-            .try_submit(candle("BTCUSDT", minute))
-            .unwrap();
-    }
+    // One batch: the channel's bound counts batches, not candles.
+    h.deps
+        .storage
+        .try_submit_batch((0..2500).map(|minute| candle("BTCUSDT", minute)).collect())
+        .unwrap();
     queued(&h.deps, 2500).await;
     let (gateway, addr) = start_gateway(&h);
     let mut client = connect_large(addr, "/ws?format=msgpack").await;
