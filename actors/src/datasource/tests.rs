@@ -9,26 +9,12 @@ use actix::prelude::*;
 use async_trait::async_trait;
 use ohlcv_domain::{Candle, ExchangeId, Interval, SeriesKey, Symbol};
 use ohlcv_exchanges::{CandleStream, ExchangeError, MarketSource};
-use ohlcv_storage::rescue::RescueFile;
-use ohlcv_storage::Database;
 
 use super::{Datasource, DatasourceDeps, DatasourceSettings};
 use crate::gateway::broadcast::Broadcaster;
-use crate::lifecycle::{ChildExited, ChildId, Heartbeat, HeartbeatSink, LifeGuard};
+use crate::lifecycle::{ChildId, Heartbeat, HeartbeatSink, LifeGuard};
 use crate::metrics::WorkerMetrics;
-use crate::storage::{spawn_storage, StorageChannels, StorageSettings};
-
-/// Ignores child exits: the test ends the system itself.
-struct NoSupervisor;
-
-impl Actor for NoSupervisor {
-    type Context = Context<Self>;
-}
-
-impl Handler<ChildExited> for NoSupervisor {
-    type Result = ();
-    fn handle(&mut self, _: ChildExited, _: &mut Self::Context) {}
-}
+use crate::storage::tests::{start_storage, NoSupervisor, HOURLY};
 
 /// Records the datasource's state from each heartbeat.
 struct States(Arc<Mutex<Vec<String>>>);
@@ -112,21 +98,8 @@ impl MarketSource for SlowHistory {
 async fn history_syncs_as_many_series_at_once_as_the_adapter_allows_then_streams() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ohlcv.db");
-    let channels = StorageChannels::new(RescueFile::for_database(&path));
+    let channels = start_storage(&path, HOURLY);
     let supervisor = NoSupervisor.start().recipient();
-    spawn_storage(
-        Database::open(&path).unwrap(),
-        &channels,
-        StorageSettings {
-            batch_interval: Duration::from_secs(3600),
-            max_records: 1_000_000,
-            max_queued: 100_000,
-        },
-        HeartbeatSink::default(),
-        LifeGuard::new(ChildId::Storage, 1, supervisor.clone()),
-        Arc::default(),
-    )
-    .unwrap();
     let source = Arc::new(SlowHistory {
         concurrency: 3,
         in_flight: AtomicUsize::new(0),

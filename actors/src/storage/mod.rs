@@ -23,7 +23,7 @@ mod readers;
 mod worker;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use checkpoints::CHECKPOINT_INTERVAL;
 pub use handle::{CandleSink, FlushOutcome, StorageHandle, StorageRequestError, StorageStats};

@@ -1,6 +1,7 @@
 //! The storage thread against a real SQLite file: bounded memory through
 //! an outage, and the rescue file written back when the database recovers.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +16,8 @@ use super::{
 };
 use crate::lifecycle::{ChildExited, ChildId, HeartbeatSink, LifeGuard};
 
-/// Ignores child exits: these tests stop the thread themselves.
-struct NoSupervisor;
+/// Ignores child exits: these tests stop the threads themselves.
+pub(crate) struct NoSupervisor;
 
 impl Actor for NoSupervisor {
     type Context = Context<Self>;
@@ -26,6 +27,36 @@ impl Handler<ChildExited> for NoSupervisor {
     type Result = ();
     fn handle(&mut self, _: ChildExited, _: &mut Self::Context) {}
 }
+
+/// Starts a storage thread (and the first time its readers) on `channels`
+/// over the database at `path`, under a supervisor that ignores exits.
+pub(crate) fn spawn_on(channels: &StorageChannels, path: &Path, settings: StorageSettings) {
+    let supervisor = NoSupervisor.start().recipient();
+    spawn_storage(
+        Database::open(path).unwrap(),
+        channels,
+        settings,
+        HeartbeatSink::default(),
+        LifeGuard::new(ChildId::Storage, 1, supervisor),
+        Arc::default(),
+    )
+    .unwrap();
+}
+
+/// Fresh channels over the database at `path` with a storage thread on
+/// them ([`spawn_on`]).
+pub(crate) fn start_storage(path: &Path, settings: StorageSettings) -> StorageChannels {
+    let channels = StorageChannels::new(RescueFile::for_database(path));
+    spawn_on(&channels, path, settings);
+    channels
+}
+
+/// Settings whose batches are an hour apart: only requests write.
+pub(crate) const HOURLY: StorageSettings = StorageSettings {
+    batch_interval: Duration::from_secs(3600),
+    max_records: 1_000_000,
+    max_queued: 100_000,
+};
 
 fn candle(minute: i64, closed: bool) -> Candle {
     Candle {
@@ -58,22 +89,16 @@ fn stored(path: &std::path::Path) -> usize {
 async fn a_long_outage_spills_to_the_rescue_file_and_recovery_writes_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ohlcv.db");
-    let db = Database::open(&path).unwrap();
     let channels = StorageChannels::new(RescueFile::for_database(&path));
-    let supervisor = NoSupervisor.start().recipient();
-    spawn_storage(
-        db,
+    spawn_on(
         &channels,
+        &path,
         StorageSettings {
             batch_interval: Duration::from_millis(50),
             max_records: 1_000_000,
             max_queued: 100,
         },
-        HeartbeatSink::default(),
-        LifeGuard::new(ChildId::Storage, 1, supervisor),
-        Arc::default(),
-    )
-    .unwrap();
+    );
     let storage = channels.handle();
 
     // Another process holds the write lock: every write fails.
@@ -210,20 +235,7 @@ async fn batched_updates_arrive_in_order_even_through_a_full_channel() {
 
     // The storage thread starts and drains the channel; the kept updates
     // go first, then the newest batch.
-    let supervisor = NoSupervisor.start().recipient();
-    spawn_storage(
-        Database::open(&path).unwrap(),
-        &channels,
-        StorageSettings {
-            batch_interval: Duration::from_secs(3600),
-            max_records: 1_000_000,
-            max_queued: 100_000,
-        },
-        HeartbeatSink::default(),
-        LifeGuard::new(ChildId::Storage, 1, supervisor),
-        Arc::default(),
-    )
-    .unwrap();
+    spawn_on(&channels, &path, HOURLY);
     let deadline = Instant::now() + Duration::from_secs(10);
     while storage.candles.is_full() {
         assert!(Instant::now() < deadline, "the channel was never drained");
@@ -288,22 +300,7 @@ async fn a_stopping_sink_hands_over_its_current_batch_and_what_it_kept() {
 async fn holes_and_completeness_count_queued_candles_as_present() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ohlcv.db");
-    let channels = StorageChannels::new(RescueFile::for_database(&path));
-    let supervisor = NoSupervisor.start().recipient();
-    spawn_storage(
-        Database::open(&path).unwrap(),
-        &channels,
-        StorageSettings {
-            // Never on its own during the test: only requests write.
-            batch_interval: Duration::from_secs(3600),
-            max_records: 1_000_000,
-            max_queued: 100_000,
-        },
-        HeartbeatSink::default(),
-        LifeGuard::new(ChildId::Storage, 1, supervisor),
-        Arc::default(),
-    )
-    .unwrap();
+    let channels = start_storage(&path, HOURLY);
     let storage = channels.handle();
     let key = candle(0, true).key;
     let minute = |m: i64| candle(m, true).open_time;
@@ -371,21 +368,7 @@ async fn holes_and_completeness_count_queued_candles_as_present() {
 async fn reads_are_answered_while_the_storage_thread_is_busy_and_see_every_update_sent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ohlcv.db");
-    let channels = StorageChannels::new(RescueFile::for_database(&path));
-    let supervisor = NoSupervisor.start().recipient();
-    spawn_storage(
-        Database::open(&path).unwrap(),
-        &channels,
-        StorageSettings {
-            batch_interval: Duration::from_secs(3600),
-            max_records: 1_000_000,
-            max_queued: 100_000,
-        },
-        HeartbeatSink::default(),
-        LifeGuard::new(ChildId::Storage, 1, supervisor),
-        Arc::default(),
-    )
-    .unwrap();
+    let channels = start_storage(&path, HOURLY);
     let storage = channels.handle();
     let key = candle(0, true).key;
     for m in 0..5 {
@@ -437,21 +420,7 @@ async fn reads_are_answered_while_the_storage_thread_is_busy_and_see_every_updat
 async fn the_checkpoint_thread_copies_written_batches_into_the_main_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ohlcv.db");
-    let channels = StorageChannels::new(RescueFile::for_database(&path));
-    let supervisor = NoSupervisor.start().recipient();
-    spawn_storage(
-        Database::open(&path).unwrap(),
-        &channels,
-        StorageSettings {
-            batch_interval: Duration::from_secs(3600),
-            max_records: 1_000_000,
-            max_queued: 100_000,
-        },
-        HeartbeatSink::default(),
-        LifeGuard::new(ChildId::Storage, 1, supervisor),
-        Arc::default(),
-    )
-    .unwrap();
+    let channels = start_storage(&path, HOURLY);
     let storage = channels.handle();
     let main_file = || std::fs::metadata(&path).unwrap().len();
     let empty = main_file();
