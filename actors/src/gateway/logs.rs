@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
@@ -70,6 +71,16 @@ impl LogForwardLayer {
 }
 
 impl<S: Subscriber> Layer<S> for LogForwardLayer {
+    /// `info`: nothing more verbose is forwarded. Without this hint the
+    /// layer would count as wanting every level, the process's maximum
+    /// level would be `trace` whatever `RUST_LOG` says, and every `trace!`
+    /// of a library underneath (tungstenite logs per frame, through the
+    /// `log` crate) would be built and then dropped: some 11 % of the CPU
+    /// of a Binance flood.
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::INFO)
+    }
+
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
         if *meta.level() > Level::INFO || !meta.target().starts_with("ohlcv") {
@@ -142,6 +153,16 @@ impl Visit for LineVisitor {
 mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn the_layer_wants_nothing_past_info_so_chatty_levels_are_skipped_early() {
+        let subscriber = tracing_subscriber::registry().with(LogForwardLayer::new(
+            Broadcaster::new(),
+            LogHistory::default(),
+        ));
+        let hint = tracing::Subscriber::max_level_hint(&subscriber);
+        assert_eq!(hint, Some(LevelFilter::INFO));
+    }
 
     #[test]
     fn our_events_become_log_messages_and_history() {
