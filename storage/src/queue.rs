@@ -69,15 +69,22 @@ impl CandleQueue {
     pub fn push_batch(&mut self, batch: impl IntoIterator<Item = Candle>) {
         let mut last: Option<usize> = None;
         for candle in batch {
-            let slot = match last {
-                // Keys of one series share their symbol's `Arc`, so this
-                // comparison is mostly a pointer check.
-                Some(slot) if self.series[slot].key == candle.key => slot,
-                _ => self.slot_of(&candle.key),
-            };
-            last = Some(slot);
+            let slot = self.slot_in_run(&mut last, &candle.key);
             self.push_into(slot, candle);
         }
+    }
+
+    /// The slot of `key` when walking a batch: `last`'s (the slot of the
+    /// previous candle) while the series stays the same, so a run of one
+    /// series is resolved once. Keys of one series share their symbol's
+    /// `Arc`, so the comparison is mostly a pointer check.
+    fn slot_in_run(&mut self, last: &mut Option<usize>, key: &SeriesKey) -> usize {
+        let slot = match *last {
+            Some(slot) if self.series[slot].key == *key => slot,
+            _ => self.slot_of(key),
+        };
+        *last = Some(slot);
+        slot
     }
 
     /// The slot of `key`, created when the series is new.
@@ -197,11 +204,7 @@ impl CandleQueue {
     pub fn restore(&mut self, batch: Vec<Candle>) {
         let mut last: Option<usize> = None;
         for candle in batch {
-            let slot = match last {
-                Some(slot) if self.series[slot].key == candle.key => slot,
-                _ => self.slot_of(&candle.key),
-            };
-            last = Some(slot);
+            let slot = self.slot_in_run(&mut last, &candle.key);
             if let btree_map::Entry::Vacant(e) = self.series[slot].candles.entry(candle.open_time) {
                 e.insert(candle);
                 self.len += 1;
